@@ -1,0 +1,91 @@
+"""Smoke test of the CPU benchmark harness on toy shapes (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+ld = pytest.importorskip("lossdiag")
+bench = pytest.importorskip("lossdiag._bench")
+
+TINY = ["--quick", "--tiny", "--repeats", "1"]
+
+
+def test_bench_runs_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """All cases/functions run, every result passes its NumPy check, JSON and tables are written."""
+    threads_before = ld.get_num_threads()
+    out = tmp_path / "bench.json"
+    assert bench.main([*TINY, "--threads", "1", "--json", str(out)]) == 0
+    assert ld.get_num_threads() == threads_before  # restored
+
+    data = json.loads(out.read_text())
+    rows = data["results"]
+    assert {r["case"] for r in rows} == {"nchw", "nhwc", "cls"}
+    for case in ("nchw", "nhwc", "cls"):
+        funcs = {(r["function"], r["impl"]) for r in rows if r["case"] == case}
+        for f in ("cross_entropy", "accuracy", "cross_entropy_grad", "evaluate"):
+            assert (f, "numpy") in funcs and (f, "lossdiag") in funcs
+        assert ("cross_entropy_grad", "lossdiag out=logits") in funcs
+        assert any(f == "read limit" for f, _ in funcs)
+        assert any(f == "copy limit" for f, _ in funcs)
+    for r in rows:
+        assert r["median_ms"] > 0 and np.isfinite(r["gbps"])
+    assert len([t for t in data["targets"] if t["official"]]) == 6
+    assert data["machine"]["threads"] == 1
+
+    text = capsys.readouterr().out
+    assert "cross_entropy_grad" in text and ("PASS" in text or "MISS" in text)
+
+
+def test_bench_markdown(capsys: pytest.CaptureFixture[str]) -> None:
+    """--markdown prints a GitHub table."""
+    assert bench.main([*TINY, "--cases", "cls", "--no-torch", "--markdown"]) == 0
+    text = capsys.readouterr().out
+    assert "| case | function | impl |" in text
+    assert "| cls | evaluate | lossdiag |" in text
+
+
+def _scaled_loss(real: Any) -> Any:
+    return lambda *a, **k: real(*a, **k) * 1.01
+
+
+def _scaled_grad(real: Any) -> Any:
+    def f(*a: Any, **k: Any) -> Any:
+        loss, grad = real(*a, **k)
+        return loss, grad * 1.01
+
+    return f
+
+
+@pytest.mark.parametrize(("name", "wrap"), [("cross_entropy", _scaled_loss),
+                                            ("cross_entropy_grad", _scaled_grad)])
+def test_wrong_kernel_is_caught(monkeypatch: pytest.MonkeyPatch, name: str, wrap: Any) -> None:
+    """A kernel whose result is off by 1 % makes the benchmark fail (exit status 2)."""
+    monkeypatch.setattr(ld, name, wrap(getattr(ld, name)))
+    assert bench.main([*TINY, "--cases", "cls", "--no-torch"]) == 2
+
+
+def test_numpy_reference_matches_float64() -> None:
+    """The NumPy baseline itself is right (float64 brute force on a small NCHW batch)."""
+    rng = np.random.default_rng(1)
+    x, t = bench.make_segmentation(rng, (2, 4, 5, 6))
+    x64 = x.astype(np.float64)
+    p = np.exp(x64) / np.exp(x64).sum(1, keepdims=True)
+    valid = t != 255
+    n, _, h, w = x.shape
+    ii, jj, kk = np.nonzero(valid)
+    ptrue = p[ii, t[valid].astype(int), jj, kk]
+    want = -np.log(ptrue).mean()
+    assert bench.np_cross_entropy(x, t, 1, 255) == pytest.approx(want, rel=1e-5)
+    loss, grad = bench.np_cross_entropy_grad(x, t, 1, 255)
+    assert loss == pytest.approx(want, rel=1e-5)
+    g = p * valid[:, None]
+    g[ii, t[valid].astype(int), jj, kk] -= 1.0
+    np.testing.assert_allclose(grad, g / valid.sum(), atol=1e-7)
+    ev = bench.np_evaluate(x, t, 1, 255, 10)
+    assert ev.count == valid.sum() and ev.confusion.sum() == valid.sum()
+    assert ev.conf_hist.sum() == ev.true_prob_hist.sum() == ev.margin_hist.sum() == valid.sum()
