@@ -315,10 +315,25 @@ class MemoryLimit:
     def copy_variants(self) -> list[tuple[str, Callable[[np.ndarray, np.ndarray], Any]]]:
         """(label, function(src, dst)) pairs that copy a whole array."""
         out: list[tuple[str, Callable[[np.ndarray, np.ndarray], Any]]] = []
-        if self.core is not None and hasattr(self.core, "mem_copy"):
-            out.append(("_core.mem_copy", self.core.mem_copy))
+        core_copy = self._core_copy()
+        if core_copy is not None:
+            out.append(("_core.mem_copy", core_copy))
         out.append((f"numpy copyto x{self.threads}thr", self._np_copy))
         return out
+
+    def _core_copy(self) -> Callable[[np.ndarray, np.ndarray], Any] | None:
+        """``_core.mem_copy`` as f(src, dst), whichever argument order the core uses (probed)."""
+        fn = getattr(self.core, "mem_copy", None) if self.core is not None else None
+        if fn is None:
+            return None
+        a = np.arange(1, 1025, dtype=np.float32)
+        b = np.zeros_like(a)
+        fn(b, a)
+        if np.array_equal(b, a):  # mem_copy(dst, src)
+            return lambda src, dst: fn(dst, src)
+        if not a.any():  # mem_copy(src, dst)
+            return fn
+        return None
 
     def _np_read(self, a: np.ndarray) -> float:
         chunks = np.array_split(a.reshape(-1), self.threads)
@@ -509,6 +524,8 @@ class Runner:
             self._add(case, "read limit", label, measure(lambda r=read: r(x), rep, wu)[0], nb)
         for label, copy in self.mem.copy_variants():
             times = measure(lambda c=copy: c(x, buf), rep, wu)[0]
+            if not np.array_equal(buf, x):
+                _fail(case.name, "copy limit", label, "the copy differs from its source")
             self._add(case, "copy limit", label, times, 2 * nb)
 
         # cross_entropy
