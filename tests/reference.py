@@ -301,7 +301,8 @@ def ref_evaluate(logits, target, *, axis=1, weight=None, ignore_index=-100, labe
     lab, valid = _true_class(target, C, axis, ignore_index)
     kw = dict(axis=axis, weight=weight, ignore_index=ignore_index, label_smoothing=label_smoothing)
     per, _ = ref_cross_entropy(logits, target, reduction="none", **kw)
-    loss_sum, g = ref_cross_entropy(logits, target, reduction="sum", **kw)
+    loss_sum, _ = ref_cross_entropy(logits, target, reduction="sum", **kw)
+    _, g = ref_cross_entropy(logits, target, reduction="mean", **kw)  # grad of .loss
     if is_hard_target(target):
         w = np.ones(C) if weight is None else np.asarray(weight, dtype=np.float64)
         weight_sum = float(np.sum(np.where(valid, w[lab], 0.0)))
@@ -347,10 +348,9 @@ def ref_evaluate(logits, target, *, axis=1, weight=None, ignore_index=-100, labe
     r["entropy_sum"] = float(np.sum(ent[vf]))
     if per_sample:
         N = X.shape[0]
-        S = max(1, int(np.prod(X.shape[1:-1])))
-        lab2, valid2, vf2 = lab.reshape(N, -1), valid.reshape(N, -1), vf.reshape(N, -1)
-        pred2, per2 = pred.reshape(N, -1), per.reshape(N, -1)
-        assert lab2.shape[1] == S or X.ndim == 2
+        S = int(np.prod(X.shape[1:-1]))  # elements per sample (1 for (N, C))
+        lab2, valid2, vf2 = lab.reshape(N, S), valid.reshape(N, S), vf.reshape(N, S)
+        pred2, per2 = pred.reshape(N, S), per.reshape(N, S)
         r["sample_loss_sum"] = np.sum(np.where(valid2, per2, 0.0), axis=1)
         r["sample_count"] = valid2.sum(axis=1).astype(np.int64)
         r["sample_correct"] = ((pred2 == lab2) & vf2).sum(axis=1).astype(np.int64)
@@ -384,7 +384,8 @@ def ref_evaluate_binary(logits, target, *, pos_weight=None, threshold=0.0, bins=
     x = np.array(logits, dtype=np.float64)
     y = np.array(target, dtype=np.float64)
     per, _ = ref_binary_cross_entropy(x, y, pos_weight=pos_weight, reduction="none")
-    loss_sum, g = ref_binary_cross_entropy(x, y, pos_weight=pos_weight, reduction="sum")
+    loss_sum, _ = ref_binary_cross_entropy(x, y, pos_weight=pos_weight, reduction="sum")
+    _, g = ref_binary_cross_entropy(x, y, pos_weight=pos_weight, reduction="mean")
     finite = np.isfinite(x)
     lab = (y >= 0.5).astype(np.int64)
     pred = (x > threshold).astype(np.int64)
