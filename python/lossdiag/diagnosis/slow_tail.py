@@ -1,0 +1,159 @@
+"""``slow-tail``: the late loss decreases nearly linearly or ever more slowly.
+
+After the fast early phase, in which the model learns the dominant features, the gradients
+get shallow and each epoch buys less (seed 000: diminishing returns, not a bug).  The tail is
+fitted with a straight line, an exponential approach to an asymptote and a power law; the best
+fit projects the gain of continuing for K more epochs.
+
+>>> import numpy as np
+>>> from lossdiag.history import History
+>>> from lossdiag.diagnosis import diagnose
+>>> e = np.arange(50)
+>>> h = History.from_arrays(e, train={"loss": 1.2 / np.sqrt(1 + e)})
+>>> f = diagnose(h).get("slow-tail")
+>>> f.evidence["best_fit"]
+'power-law'
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from ._stats import RunView, SkipCheck, fit_tail, fmt, linfit, noise_sigma, pct, smooth, theil_sen
+from .report import Finding, Recommendation
+
+CODE = "slow-tail"
+
+
+def _cut_after_steps(view: RunView, x: np.ndarray, y: np.ndarray, start: int) -> int:
+    """Move the tail start after the last LR change / step-like drop inside it."""
+    th = view.th
+    if view.lr is not None and len(view.lr) >= 2:
+        lx, ly = view.lr.x, view.lr.y
+        changes = lx[1:][np.abs(np.diff(ly)) > 1e-3 * np.abs(ly[:-1]) + 1e-300]
+        big = changes[(changes > x[start])]
+        # smooth schedules (cosine, warm-up) change every epoch: only cut at rare steps
+        if 0 < big.size <= 3:
+            start = max(start, int(np.searchsorted(x, big[-1])))
+    sig = noise_sigma(y)
+    if math.isfinite(sig) and sig > 0:
+        d = np.diff(y)
+        jumps = np.flatnonzero(np.abs(d) > 8 * sig) + 1
+        jumps = jumps[jumps > start]
+        if jumps.size:
+            start = max(start, int(jumps[-1]))
+    return min(start, len(x) - th.min_points) if len(x) - start < th.min_points else start
+
+
+def check(view: RunView) -> list[Finding]:
+    th = view.th
+    need = 2 * th.min_points
+    # the validation loss is what continuing training is for; the training loss otherwise
+    s = view.val_loss if view.val_loss is not None and len(view.val_loss) >= need \
+        else view.main_loss()
+    if s is None:
+        raise SkipCheck("no loss curve")
+    n = len(s)
+    if n < need:
+        raise SkipCheck(f"only {n} loss values (need {need} to compare early and late rates)")
+    if "diverging" in view.found or view.found.get("stuck"):
+        raise SkipCheck("the run diverges or is stuck")
+    of = view.found.get("overfitting")
+    if of and of.get("cause") == "val-loss-rising":
+        raise SkipCheck("validation loss already rises: continuing is not worth it "
+                        "(see 'overfitting')")
+    if np.any(s.y <= 0):
+        raise SkipCheck("loss values are not positive")
+    u = view.unit
+    x, y = s.x, s.y
+    sm = smooth(y, th.smooth_window if n >= 3 * th.smooth_window else 3)
+    k = max(th.min_points, int(math.ceil(th.tail_fraction * n)))
+    start = _cut_after_steps(view, x, y, n - k)
+    if n - start < th.min_points:
+        raise SkipCheck("the tail after the last learning-rate step is too short")
+    tx, ty = x[start:], y[start:]
+    t_level0, t_level1 = float(sm[start]), float(sm[-1])
+    drop = (t_level0 - t_level1) / t_level0
+    sig = noise_sigma(y)
+    sig = sig if math.isfinite(sig) else 0.0
+    if drop < th.tail_min_drop or (t_level0 - t_level1) < th.noise_sigmas * sig:
+        return []
+    slope, _ = theil_sen(tx, ty)
+    level = float(np.median(ty))
+    tail_rate = -slope / level
+    h_end = max(2, n // 3)
+    head_rate = (float(y[0]) - float(sm[h_end])) / float(y[0]) / max(float(x[h_end] - x[0]), 1e-9)
+    ratio = tail_rate / head_rate if head_rate > 0 else math.inf
+    _, _, r2 = linfit(tx, ty)
+    linear = r2 >= th.tail_linear_r2
+    diminishing = ratio <= th.tail_rate_ratio
+    if not (diminishing or linear) or tail_rate <= 0:
+        return []
+    # fit in time since the start of training (1-based) so that the power law is defined
+    t_all = x - x[0] + 1.0
+    fits = fit_tail(t_all[start:], ty)
+    best = fits[0]
+    span_run = float(x[-1] - x[0])
+    horizon = max(5.0, round(th.tail_horizon * span_run))
+    t_end = float(t_all[-1])
+    cur = float(best.predict(t_end))
+    fut = max(float(best.predict(t_end + horizon)), 0.0)
+    gain = max(cur - fut, 0.0)
+    rel_gain = gain / cur if cur > 0 else 0.0
+    val_trend = None  # trend of the validation loss when the tail is read on training loss
+    if view.val_loss is not None and len(view.val_loss) >= th.min_points and \
+            view.val_loss is not s:
+        vx, vy = view.val_loss.x, view.val_loss.y
+        sel = vx >= tx[0]
+        if sel.sum() >= 3:
+            vs, _ = theil_sen(vx[sel], vy[sel])
+            val_trend = vs / float(np.median(vy[sel]))
+    worth = rel_gain >= th.tail_worth and (val_trend is None or val_trend < 0)
+    ev: dict[str, Any] = {"series": s.key, "tail_start": float(tx[0]),
+                          f"tail_rate_per_{u}": tail_rate, f"early_rate_per_{u}": head_rate,
+                          "rate_ratio": ratio, "tail_linear_r2": r2, "best_fit": best.kind,
+                          "fit_params": {k2: float(v) for k2, v in best.params.items()},
+                          "horizon": horizon, "projected_loss": fut,
+                          "projected_gain": rel_gain, "worth_continuing": worth}
+    if val_trend is not None:
+        ev[f"val_trend_per_{u}"] = val_trend
+    shape = {"linear": "nearly straight line", "exponential":
+             "exponential approach to an asymptote", "power-law": "power law (ever slower)"}
+    expl = (f"Over the last {fmt(float(tx[-1] - tx[0]))} {u}s '{s.key}' still falls, from "
+            f"{fmt(t_level0)} to {fmt(t_level1)}, but only {pct(tail_rate, 2)} per {u}, against "
+            f"{pct(head_rate, 2)} per {u} in the first third of training "
+            f"({fmt(ratio, 2)}x the early rate). The tail is best described by a "
+            f"{shape[best.kind]}"
+            + (f" (asymptote {fmt(best.params['c'])})" if best.kind == "exponential" else "")
+            + ". After the fast early phase, in which the model learns the dominant patterns, "
+            "the gradient gets shallow and each epoch buys less: diminishing returns, not a "
+            "malfunction. "
+            f"Projected over the next {fmt(horizon)} {u}s: {fmt(cur)} -> {fmt(fut)} "
+            f"(-{pct(rel_gain)}).")
+    if val_trend is not None and val_trend >= 0:
+        expl += " The validation loss is no longer improving, so the training gain would not "\
+                "carry over."
+    recs: list[Recommendation] = []
+    if worth:
+        recs.append(Recommendation("Keep training", f"~{fmt(horizon)} more {u}s -> about "
+                                   f"{fmt(fut)} (-{pct(rel_gain)})",
+                                   "the projected gain is still worth the time"))
+    recs.append(Recommendation("Decay the learning rate", "cosine schedule to ~0, or x0.1 when "
+                               "the loss plateaus (ReduceLROnPlateau(factor=0.1, patience=3))",
+                               "a decay usually turns a slow tail into a quick drop"))
+    if not worth:
+        recs.append(Recommendation("Stop when the gain is too small", "EarlyStopping(monitor="
+                                   f"'val_loss', min_delta={fmt(0.002 * level, 2)}, patience=5)",
+                                   f"only -{pct(rel_gain)} expected over {fmt(horizon)} more "
+                                   f"{u}s"))
+    if best.kind == "power-law":
+        recs.append(Recommendation("Use an adaptive optimizer or a larger LR",
+                                   "Adam(lr=1e-3) / 3x larger LR",
+                                   "a power-law tail is typical of plain gradient descent on "
+                                   "(nearly) separable data"))
+    view.found[CODE] = {"worth": worth}
+    return [Finding(CODE, "info", "diminishing returns in the late loss", float(tx[0]),
+                    float(tx[-1]), expl, ev, recs, cause=best.kind, unit=u, series=[s.key])]
