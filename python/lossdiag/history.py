@@ -982,7 +982,7 @@ def _from_columns(d: Mapping[str, Any], source: str, *, epochs: Any = None,
             raise HistoryFormatError(source, f"{len(ep)} epochs for {n} values",
                                      "one epoch number per row")
     grouped = _group_columns(cols, source)
-    if not any(k != "lr" for k in grouped):
+    if not any(k != "lr" and metric_direction(k.split("/", 1)[1]) for k in grouped):
         raise HistoryFormatError(source, f"no recognisable metric among columns {list(d)}",
                                  "columns such as loss, accuracy, val_loss, val_accuracy")
     table = _Table.from_arrays("epoch", ep, {k: (v, p) for k, (_, v, p) in grouped.items()})
@@ -1025,10 +1025,11 @@ def _from_plain(cols: dict[str, tuple[np.ndarray, np.ndarray]], source: str,
     grouped = _group_columns(cols, source)
     for k, (_, v, p) in grouped.items():
         renamed.setdefault(k, (v, p))
-    if not any(k != "lr" for k in renamed):
+    if not any(k != "lr" and metric_direction(k.split("/", 1)[1]) for k in renamed):
         raise HistoryFormatError(source, f"no recognisable metric among columns "
                                  f"{list(cols) or 'none'}",
-                                 "columns such as loss, val_loss, accuracy (or a mapping)")
+                                 "columns named like loss, val_loss, accuracy, val_iou, or a "
+                                 "mapping such as {'val/loss': 'vl'} (CLI: --map val/loss=vl)")
     n = len(next(iter(renamed.values()))[0])
     if xvals is None:
         x = np.arange(n, dtype=np.float64)
