@@ -1,0 +1,934 @@
+// The CPU kernels. Included inside namespace lossdiag::isa_<name> by isa_*.cpp, once per
+// instruction set, after the system headers and simd_math.h. Everything here therefore has a
+// distinct mangled name per ISA, so the linker cannot mix AVX-512 code into the baseline build.
+//
+// Layout model: logits are (N, C, inner) ("NCHW", class stride = inner, pixels contiguous) or
+// (E, C) rows ("NC" and channels-last). Work is cut into *tiles* whose boundaries depend only on
+// the shape, tiles are grouped into a fixed number of *slabs*, each slab is summed sequentially by
+// one thread and slabs are combined in order: the result is bitwise identical for any thread count.
+// Inside a tile, B consecutive elements form a block processed lane-wise (one SIMD lane per pixel
+// or row), so each element's C logits are read once from memory and re-read from L1.
+
+constexpr int kMaxSlabs = 64;
+
+LD_INLINE int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
+LD_INLINE int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
+
+template <class S> struct ComputeT { using type = float; };
+template <> struct ComputeT<double> { using type = double; };
+template <class F> struct LanesT { static constexpr int B = 2 * 64 / (int)sizeof(F); };
+
+template <class L> LD_INLINE int64_t label_at(const L* p) { return (int64_t)*p; }
+
+// Labels and float targets are converted per block (a runtime switch per block, not per element):
+// templating every kernel on every label dtype made the build explode.
+template <class L> LD_INLINE void load_labels_t(const void* base, int64_t e0, int nb, int64_t* out) {
+  const L* p = (const L*)base + e0;
+  for (int j = 0; j < nb; ++j) out[j] = (int64_t)p[j];
+}
+LD_INLINE void load_labels(const void* base, int tdt, int64_t e0, int nb, int64_t* out) {
+  switch (tdt) {
+    case U8: case LBOOL: load_labels_t<uint8_t>(base, e0, nb, out); break;
+    case I8: load_labels_t<int8_t>(base, e0, nb, out); break;
+    case U16: load_labels_t<uint16_t>(base, e0, nb, out); break;
+    case I16: load_labels_t<int16_t>(base, e0, nb, out); break;
+    case U32: load_labels_t<uint32_t>(base, e0, nb, out); break;
+    case I32: load_labels_t<int32_t>(base, e0, nb, out); break;
+    case U64: load_labels_t<uint64_t>(base, e0, nb, out); break;
+    default: load_labels_t<int64_t>(base, e0, nb, out); break;
+  }
+}
+template <class T, class F> LD_INLINE void cvt_t(const void* base, int64_t off, int n, F* out, int64_t os) {
+  const T* p = (const T*)base + off;
+  for (int i = 0; i < n; ++i) out[i * os] = (F)p[i];
+}
+// n values of a float (DType) array or, when !is_float, a label (LType) array, starting at off.
+template <class F> LD_INLINE void load_cvt(const void* base, int dt, bool is_float, int64_t off, int n, F* out, int64_t os) {
+  if (is_float) {
+    switch (dt) {
+      case F16: cvt_t<_Float16>(base, off, n, out, os); return;
+      case F32: cvt_t<float>(base, off, n, out, os); return;
+      default: cvt_t<double>(base, off, n, out, os); return;
+    }
+  }
+  switch (dt) {
+    case U8: case LBOOL: cvt_t<uint8_t>(base, off, n, out, os); return;
+    case I8: cvt_t<int8_t>(base, off, n, out, os); return;
+    case U16: cvt_t<uint16_t>(base, off, n, out, os); return;
+    case I16: cvt_t<int16_t>(base, off, n, out, os); return;
+    case U32: cvt_t<uint32_t>(base, off, n, out, os); return;
+    case I32: cvt_t<int32_t>(base, off, n, out, os); return;
+    case U64: cvt_t<uint64_t>(base, off, n, out, os); return;
+    default: cvt_t<int64_t>(base, off, n, out, os); return;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tiling: tiles never straddle a sample boundary unless they hold whole samples.
+struct Tiling {
+  int64_t E = 0, S = 1, T = 1, n_tiles = 0, tps = 1, spt = 1;
+  bool within = false;  // S >= T: a sample spans several tiles
+  void init(int64_t E_, int64_t S_, int64_t T_) {
+    E = E_; S = S_ < 1 ? 1 : S_; T = T_ < 1 ? 1 : T_;
+    if (E == 0) { n_tiles = 0; return; }
+    int64_t N = E / S;
+    if (S >= T) { within = true; tps = (S + T - 1) / T; n_tiles = N * tps; }
+    else { within = false; spt = T / S; n_tiles = (N + spt - 1) / spt; }
+  }
+  void tile(int64_t t, int64_t& e0, int64_t& e1) const {
+    if (within) { int64_t n = t / tps, j = t % tps; e0 = n * S + j * T; e1 = imin(n * S + S, e0 + T); }
+    else { e0 = t * spt * S; e1 = imin(E, e0 + spt * S); }
+  }
+};
+
+LD_INLINE int64_t choose_tile(int64_t per_elem_values, int B) {
+  // ~64K values per tile: big enough to amortise scheduling, small enough for many slabs.
+  int64_t T = 65536 / (per_elem_values < 1 ? 1 : per_elem_values);
+  T = (T / B) * B;
+  return T < B ? B : T;
+}
+
+LD_INLINE int thread_id() {
+#ifdef _OPENMP
+  return omp_get_thread_num();
+#else
+  return 0;
+#endif
+}
+
+LD_INLINE void atomic_add(int64_t* p, int64_t v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
+
+// Per-slab accumulators (floats are summed per slab and combined in slab order).
+struct SlabAcc {
+  CEResult r;
+  double* class_loss = nullptr; int64_t* class_count = nullptr;
+  int64_t* true_hist = nullptr; int64_t* conf_hist = nullptr; int64_t* conf_correct = nullptr;
+  double* conf_sum = nullptr; int64_t* margin_hist = nullptr; int64_t* prob_hist = nullptr;
+  int64_t conf4[4] = {};  // binary 2x2 confusion
+};
+
+struct SlabStore {
+  SlabAcc acc[kMaxSlabs];
+  double* fmem = nullptr; int64_t* imem = nullptr;
+  void init(int64_t n_slabs, int64_t C, int bins, bool stats) {
+    if (!stats) return;
+    int64_t nf = C + bins, ni = C + 5 * (int64_t)bins;
+    fmem = (double*)calloc((size_t)(n_slabs * nf + 1), sizeof(double));
+    imem = (int64_t*)calloc((size_t)(n_slabs * ni + 1), sizeof(int64_t));
+    for (int64_t k = 0; k < n_slabs; ++k) {
+      SlabAcc& s = acc[k];
+      s.class_loss = fmem + k * nf; s.conf_sum = s.class_loss + C;
+      s.class_count = imem + k * ni; s.true_hist = s.class_count + C; s.conf_hist = s.true_hist + bins;
+      s.conf_correct = s.conf_hist + bins; s.margin_hist = s.conf_correct + bins;
+      s.prob_hist = s.margin_hist + bins;
+    }
+  }
+  ~SlabStore() { free(fmem); free(imem); }
+};
+
+LD_INLINE void merge_bad(CEResult& r, int64_t value, int64_t index) {
+  if (!r.bad || index < r.bad_index) { r.bad = true; r.bad_value = value; r.bad_index = index; }
+}
+
+LD_INLINE int bin_of(double v, int bins) {
+  int b = (int)(v * bins);
+  b = b < 0 ? 0 : b;
+  return b >= bins ? bins - 1 : b;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Multi-class kernel.
+template <class S, bool SOFT, bool LOSS, bool GRAD, bool STATS, bool TOPK, bool SMOOTH>
+struct CE {
+  using F = typename ComputeT<S>::type;
+  static constexpr int B = LanesT<F>::B;
+
+  struct Thread {
+    F* xbuf; F* ebuf; F* tbuf;  // C*B each
+    int64_t* conf;              // per-thread confusion or shared (atomic)
+    bool conf_atomic;
+    int64_t* loc;               // per-segment per-class counts (3*C) for per-sample stats
+  };
+
+  const CEArgs& a;
+  int64_t C;
+  double W = 0;  // sum of class weights (C without weights)
+  double one_m_eps, eps_c;
+  Tiling tl;
+  double* tile_part = nullptr;
+
+  const bool WEIGHT;
+  explicit CE(const CEArgs& a_) : a(a_), C(a_.C), WEIGHT(a_.w != nullptr) {
+    if (WEIGHT) { for (int64_t c = 0; c < C; ++c) W += a.w[c]; } else { W = (double)C; }
+    one_m_eps = 1.0 - a.eps; eps_c = a.eps / (double)C;
+  }
+
+  // Lane-wise state of one block.
+  struct Lane {
+    int32_t y[B]; bool valid[B];
+    F m[B], xy[B], s[B], ties[B], sm[B], sd[B], m2[B], A[B], Bs[B], inv[B], l1p[B];
+    int32_t am[B], gt[B], nf[B];
+    double loss[B];
+  };
+
+  // Segment accumulators: per-lane sums combined in lane order at the end of the segment.
+  struct SegAcc {
+    double nll[B], smooth[B], w[B], lsum[B];
+    void zero() { for (int j = 0; j < B; ++j) { nll[j] = 0; smooth[j] = 0; w[j] = 0; lsum[j] = 0; } }
+  };
+
+  // Process one block of B lanes from a source with class stride cs (lane stride 1).
+  template <class P>
+  LD_INLINE void block(Thread& th, SlabAcc& sa, SegAcc& acc, const P* __restrict src, int64_t cs,
+                       const F* __restrict tsrc, const int64_t* lab, int nb, int64_t ebase,
+                       P* gdst, int64_t gcs) {
+    Lane ln;
+    const double* w = a.w;
+    // Labels (hard) or the target's argmax (soft).
+    if (!SOFT) {
+      for (int j = 0; j < B; ++j) {
+        bool in = j < nb;
+        int64_t yy = in ? lab[j] : 0;
+        bool v = in && yy != a.ignore;
+        if (in && yy == a.ignore) sa.r.ignored++;
+        if (v && (yy < 0 || yy >= C)) { merge_bad(sa.r, yy, ebase + j); v = false; }
+        ln.valid[j] = v; ln.y[j] = v ? (int32_t)yy : 0;
+      }
+    } else {
+      F tb[B];
+      for (int j = 0; j < B; ++j) { tb[j] = tsrc[j]; ln.am[j] = 0; }
+      for (int64_t c = 1; c < C; ++c)
+        for (int j = 0; j < B; ++j) {
+          F v = tsrc[c * B + j];
+          bool g = v > tb[j];
+          tb[j] = g ? v : tb[j]; ln.am[j] = g ? (int32_t)c : ln.am[j];
+        }
+      for (int j = 0; j < B; ++j) { ln.valid[j] = j < nb; ln.y[j] = ln.am[j]; }
+    }
+    for (int j = 0; j < B; ++j) ln.xy[j] = (F)src[ln.y[j] * cs + j];
+
+    // Pass 1: max (and rank of the true class, argmax, runner-up, non-finite count).
+    for (int j = 0; j < B; ++j) {
+      ln.m[j] = -__builtin_inf(); ln.m2[j] = -__builtin_inf(); ln.am[j] = 0; ln.gt[j] = 0; ln.nf[j] = 0;
+    }
+    for (int64_t c = 0; c < C; ++c) {
+      const P* row = src + c * cs;
+      const int32_t ci = (int32_t)c;
+      for (int j = 0; j < B; ++j) {
+        F v = (F)row[j];
+        if (TOPK) ln.gt[j] += (v > ln.xy[j]) | ((v == ln.xy[j]) & (ci < ln.y[j]));
+        if (TOPK || STATS) ln.nf[j] += !(v - v == F(0));
+        if (STATS) {
+          ln.am[j] = v > ln.m[j] ? ci : ln.am[j];
+          ln.m2[j] = (ci != ln.y[j] && v > ln.m2[j]) ? v : ln.m2[j];
+        }
+        ln.m[j] = v > ln.m[j] ? v : ln.m[j];
+      }
+    }
+
+    if (LOSS) {
+      // Pass 2: sum of exp(x - max), with the first maximum's exact 1 kept out of the sum so that
+      // log1p keeps full relative precision for confident predictions.
+      for (int j = 0; j < B; ++j) { ln.s[j] = 0; ln.ties[j] = 0; ln.sm[j] = 0; ln.sd[j] = 0; ln.A[j] = 0; ln.Bs[j] = 0; }
+      for (int64_t c = 0; c < C; ++c) {
+        const P* row = src + c * cs;
+        const F wc = WEIGHT ? (F)w[c] : F(1);
+        F* eb = th.ebuf + c * B;
+        const F* tr = SOFT ? tsrc + c * B : nullptr;
+        for (int j = 0; j < B; ++j) {
+          F v = (F)row[j];
+          F d = v - ln.m[j];
+          F e = ld_exp(d);
+          bool z = d == F(0);
+          ln.s[j] += z ? F(0) : e;
+          ln.ties[j] += z ? F(1) : F(0);
+          if (GRAD) eb[j] = e;
+          if (SMOOTH && !SOFT) ln.sm[j] += wc * (-d);
+          if (SOFT) {
+            F tt = tr[j] * (F)one_m_eps + (F)eps_c;
+            F wt = wc * tt;
+            ln.A[j] += wt; ln.Bs[j] += wt * (-d);
+          }
+          if (STATS) ln.sd[j] += e == F(0) ? F(0) : e * d;
+        }
+      }
+      for (int j = 0; j < B; ++j) {
+        F sp = ln.s[j] + (ln.ties[j] - F(1));
+        ln.l1p[j] = ld_log1p(sp);
+        ln.inv[j] = F(1) / (sp + F(1));
+      }
+      // Per-element losses in double.
+      for (int j = 0; j < B; ++j) {
+        double li;
+        if (!SOFT) {
+          double nll = ((double)ln.m[j] - (double)ln.xy[j]) + (double)ln.l1p[j];
+          double wy = WEIGHT ? w[ln.y[j]] : 1.0;
+          bool v = ln.valid[j];
+          acc.nll[j] += v ? wy * nll : 0.0;
+          acc.w[j] += v ? wy : 0.0;
+          if (SMOOTH) {
+            double sm = (double)ln.sm[j] + W * (double)ln.l1p[j];
+            acc.smooth[j] += v ? sm : 0.0;
+            li = one_m_eps * (wy * nll) + eps_c * sm;
+          } else {
+            li = wy * nll;
+          }
+          li = v ? li : 0.0;
+        } else {
+          li = (double)ln.Bs[j] + (double)ln.A[j] * (double)ln.l1p[j];
+          li = ln.valid[j] ? li : 0.0;
+          acc.nll[j] += li;
+          acc.w[j] += ln.valid[j] ? 1.0 : 0.0;
+        }
+        ln.loss[j] = li;
+        acc.lsum[j] += li;
+      }
+      if (a.loss_out) {
+        if (a.xdt == F64) { double* o = (double*)a.loss_out + ebase; for (int j = 0; j < nb; ++j) o[j] = ln.loss[j]; }
+        else { float* o = (float*)a.loss_out + ebase; for (int j = 0; j < nb; ++j) o[j] = (float)ln.loss[j]; }
+      }
+    }
+
+    if (GRAD) {
+      F ca[B], cb[B];
+      for (int j = 0; j < B; ++j) {
+        if (!SOFT) {
+          double wy = WEIGHT ? w[ln.y[j]] : 1.0;
+          ca[j] = ln.valid[j] ? (F)(one_m_eps * wy * a.gscale) : F(0);
+          cb[j] = ln.valid[j] ? (F)(eps_c * a.gscale) : F(0);
+        } else {
+          ca[j] = ln.valid[j] ? (F)a.gscale : F(0);
+          cb[j] = ca[j] * ln.A[j];
+        }
+      }
+      const F Wf = (F)W;
+      for (int64_t c = 0; c < C; ++c) {
+        const F wc = WEIGHT ? (F)w[c] : F(1);
+        const F* eb = th.ebuf + c * B;
+        P* gr = gdst + c * gcs;
+        const F* tr = SOFT ? tsrc + c * B : nullptr;
+        for (int j = 0; j < B; ++j) {
+          F p = eb[j] * ln.inv[j];
+          F g;
+          if (!SOFT) {
+            F hot = (int32_t)c == ln.y[j] ? F(1) : F(0);
+            g = ca[j] * (p - hot);
+            if (SMOOTH) g = g + cb[j] * (Wf * p - wc);
+          } else {
+            F tt = tr[j] * (F)one_m_eps + (F)eps_c;
+            g = cb[j] * p - ca[j] * (wc * tt);
+          }
+          gr[j] = (P)g;
+        }
+      }
+    }
+
+    // Counting and statistics.
+    for (int j = 0; j < nb; ++j) {
+      if (TOPK || STATS) sa.r.nonfinite += ln.nf[j];
+      if ((TOPK || STATS) && ln.nf[j]) sa.r.nonfinite_rows++;
+      if (!ln.valid[j]) continue;
+      sa.r.count++;
+      if (TOPK)
+        for (int k = 0; k < a.nk; ++k) sa.r.correct[k] += (ln.nf[j] == 0) & (ln.gt[j] < a.ks[k]);
+    }
+    if (STATS) stats(th, sa, ln, nb, ebase);
+  }
+
+  LD_INLINE void stats(Thread& th, SlabAcc& sa, Lane& ln, int nb, int64_t ebase) {
+    F pt[B], ps[B], ent[B];
+    for (int j = 0; j < B; ++j) {
+      pt[j] = ld_exp(ln.xy[j] - ln.m[j]) * ln.inv[j];
+      ps[j] = ld_exp(ln.m2[j] - ln.m[j]) * ln.inv[j];
+      ent[j] = ln.l1p[j] - ln.sd[j] * ln.inv[j];
+    }
+    const int bins = a.bins;
+    const bool ps_direct = a.per_sample && a.S == 1;
+    for (int j = 0; j < nb; ++j) {
+      if (!ln.valid[j] || ln.nf[j]) {
+        if (ps_direct) {
+          int64_t n = ebase + j;
+          a.s_loss[n] = ln.loss[j]; a.s_count[n] = ln.valid[j]; a.s_correct[n] = 0;
+        }
+        continue;
+      }
+      const int64_t y = ln.y[j], p = ln.am[j];
+      const bool ok = p == y;
+      const double pmax = (double)ln.inv[j], ptrue = (double)pt[j];
+      const double margin = ok ? ptrue - (double)ps[j] : ptrue - pmax;
+      sa.class_loss[y] += ln.loss[j];
+      sa.class_count[y]++;
+      sa.true_hist[bin_of(ptrue, bins)]++;
+      int cb = bin_of(pmax, bins);
+      sa.conf_hist[cb]++; sa.conf_correct[cb] += ok; sa.conf_sum[cb] += pmax;
+      sa.margin_hist[bin_of((margin + 1.0) * 0.5, bins)]++;
+      sa.r.true_prob_sum += ptrue;
+      sa.r.below_inv_e += ptrue < 0.36787944117144233;
+      sa.r.entropy_sum += (double)ent[j];
+      if (th.conf_atomic) atomic_add(th.conf + y * C + p, 1); else th.conf[y * C + p]++;
+      if (a.per_sample) {
+        if (ps_direct) {
+          int64_t n = ebase + j;
+          a.s_loss[n] = ln.loss[j]; a.s_count[n] = 1; a.s_correct[n] = ok;
+          a.s_inter[n * C + y] += ok; a.s_true[n * C + y]++; a.s_pred[n * C + p]++;
+        } else {
+          th.loc[y] += ok; th.loc[C + y]++; th.loc[2 * C + p]++; th.loc[3 * C] += ok;
+        }
+      }
+    }
+  }
+
+  // One segment [e0, e1): within one sample when S > 1, within one `o` for the NCHW layout.
+  void segment(Thread& th, SlabAcc& sa, int64_t e0, int64_t e1, int64_t tile) {
+    SegAcc acc; acc.zero();
+    const S* X = (const S*)a.x;
+    S* G = (S*)a.g;
+    int64_t lb[B];
+    const bool ps_seg = STATS && a.per_sample && a.S > 1;
+    if (ps_seg) for (int64_t c = 0; c < 3 * C + 1; ++c) th.loc[c] = 0;
+    for (int64_t b0 = e0; b0 < e1; b0 += B) {
+      const int nb = (int)imin(B, e1 - b0);
+      const int64_t* lab = lb;
+      if (!SOFT) load_labels(a.t, a.tdt, b0, nb, lb);
+      if (!a.rows) {
+        const int64_t o = b0 / a.inner, i0 = b0 % a.inner;
+        const int64_t off = o * C * a.inner + i0;
+        if (!SOFT && nb == B) {
+          block<S>(th, sa, acc, X + off, a.inner, nullptr, lab, nb, b0, G ? G + off : nullptr, a.inner);
+          continue;
+        }
+        // Tail block or soft targets: gather into lane buffers (padding lanes are inert).
+        for (int64_t c = 0; c < C; ++c) {
+          const S* r = X + off + c * a.inner;
+          F* xb = th.xbuf + c * B;
+          for (int j = 0; j < B; ++j) xb[j] = j < nb ? (F)r[j] : F(0);
+          if (SOFT) {
+            F* tb = th.tbuf + c * B;
+            load_cvt<F>(a.t, a.tdt, true, off + c * a.inner, nb, tb, 1);
+            for (int j = nb; j < B; ++j) tb[j] = F(0);
+          }
+        }
+        block<F>(th, sa, acc, th.xbuf, B, th.tbuf, lab, nb, b0, GRAD ? th.xbuf : nullptr, B);
+        if (GRAD)
+          for (int64_t c = 0; c < C; ++c) {
+            S* r = G + off + c * a.inner;
+            const F* xb = th.xbuf + c * B;
+            for (int j = 0; j < nb; ++j) r[j] = (S)xb[j];
+          }
+      } else {
+        // Rows: transpose B rows of C into lanes.
+        for (int j = 0; j < B; ++j) {
+          F* xb = th.xbuf + j;
+          if (j < nb) {
+            const S* r = X + (b0 + j) * C;
+            for (int64_t c = 0; c < C; ++c) xb[c * B] = (F)r[c];
+            if (SOFT) load_cvt<F>(a.t, a.tdt, true, (b0 + j) * C, (int)C, th.tbuf + j, B);
+          } else {
+            for (int64_t c = 0; c < C; ++c) xb[c * B] = F(0);
+            if (SOFT) { F* tb = th.tbuf + j; for (int64_t c = 0; c < C; ++c) tb[c * B] = F(0); }
+          }
+        }
+        block<F>(th, sa, acc, th.xbuf, B, th.tbuf, lab, nb, b0, GRAD ? th.xbuf : nullptr, B);
+        if (GRAD)
+          for (int j = 0; j < nb; ++j) {
+            S* r = G + (b0 + j) * C;
+            const F* xb = th.xbuf + j;
+            for (int64_t c = 0; c < C; ++c) r[c] = (S)xb[c * B];
+          }
+      }
+    }
+    double nll = 0, sm = 0, ws = 0, ls = 0;
+    for (int j = 0; j < B; ++j) { nll += acc.nll[j]; sm += acc.smooth[j]; ws += acc.w[j]; ls += acc.lsum[j]; }
+    sa.r.nll_sum += nll; sa.r.smooth_sum += sm; sa.r.wsum += ws;
+    if (ps_seg) {
+      const int64_t n = e0 / a.S;
+      if (tl.within) tile_part[tile] = ls; else a.s_loss[n] = ls;
+      for (int64_t c = 0; c < C; ++c) {
+        if (th.loc[c]) atomic_add(a.s_inter + n * C + c, th.loc[c]);
+        if (th.loc[C + c]) atomic_add(a.s_true + n * C + c, th.loc[C + c]);
+        if (th.loc[2 * C + c]) atomic_add(a.s_pred + n * C + c, th.loc[2 * C + c]);
+      }
+      int64_t cnt = 0;
+      for (int64_t c = 0; c < C; ++c) cnt += th.loc[C + c];
+      atomic_add(a.s_count + n, cnt);
+      atomic_add(a.s_correct + n, th.loc[3 * C]);
+    }
+  }
+
+  void run(CEResult& out) {
+    const int64_t T = choose_tile(C, B);
+    tl.init(a.E, a.S, T);
+    const int64_t n_slabs = imin(tl.n_tiles, kMaxSlabs);
+    const bool ps_seg = STATS && a.per_sample && a.S > 1;
+    if (ps_seg && tl.within) tile_part = (double*)calloc((size_t)tl.n_tiles + 1, sizeof(double));
+    SlabStore store; store.init(n_slabs, C, a.bins, STATS);
+    int nth = a.nthreads < 1 ? 1 : a.nthreads;
+    if (n_slabs <= 1) nth = 1;
+    // Confusion: per-thread copies when small, else one shared matrix with integer atomics.
+    int64_t* conf_all = nullptr;
+    bool conf_atomic = false;
+    if (STATS) {
+      if ((int64_t)nth * C * C * 8 <= (64ll << 20)) conf_all = (int64_t*)calloc((size_t)(nth * C * C), 8);
+      else conf_atomic = true;
+    }
+    const size_t buf = (size_t)(C * B);
+#pragma omp parallel num_threads(nth) if (nth > 1)
+    {
+      Thread th;
+      th.xbuf = (F*)aligned_alloc(64, ((3 * buf * sizeof(F) + 63) / 64) * 64);
+      th.ebuf = th.xbuf + buf; th.tbuf = th.ebuf + buf;
+      th.conf_atomic = conf_atomic;
+      th.conf = STATS ? (conf_atomic ? a.confusion : conf_all + (int64_t)thread_id() * C * C) : nullptr;
+      th.loc = (int64_t*)calloc((size_t)(3 * C + 1), sizeof(int64_t));
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t k = 0; k < n_slabs; ++k) {
+        const int64_t t0 = k * tl.n_tiles / n_slabs, t1 = (k + 1) * tl.n_tiles / n_slabs;
+        for (int64_t t = t0; t < t1; ++t) {
+          int64_t e0, e1; tl.tile(t, e0, e1);
+          // Split at sample boundaries (S > 1); for NCHW a sample is one `o`.
+          const int64_t U = a.S > 1 ? a.S : e1 - e0;
+          for (int64_t s0 = e0; s0 < e1;) {
+            const int64_t s1 = imin(e1, (s0 / U + 1) * U);
+            segment(th, store.acc[k], s0, s1, t);
+            s0 = s1;
+          }
+        }
+      }
+      free(th.xbuf); free(th.loc);
+    }
+    // Ordered combine.
+    for (int64_t k = 0; k < n_slabs; ++k) {
+      const CEResult& r = store.acc[k].r;
+      out.nll_sum += r.nll_sum; out.smooth_sum += r.smooth_sum; out.wsum += r.wsum;
+      out.count += r.count; out.ignored += r.ignored; out.nonfinite += r.nonfinite;
+      out.nonfinite_rows += r.nonfinite_rows;
+      for (int q = 0; q < kMaxTopK; ++q) out.correct[q] += r.correct[q];
+      out.true_prob_sum += r.true_prob_sum; out.entropy_sum += r.entropy_sum;
+      out.below_inv_e += r.below_inv_e;
+      if (r.bad) merge_bad(out, r.bad_value, r.bad_index);
+      if (STATS) {
+        const SlabAcc& s = store.acc[k];
+        for (int64_t c = 0; c < C; ++c) { a.class_loss[c] += s.class_loss[c]; a.class_count[c] += s.class_count[c]; }
+        for (int b = 0; b < a.bins; ++b) {
+          a.true_hist[b] += s.true_hist[b]; a.conf_hist[b] += s.conf_hist[b];
+          a.conf_correct[b] += s.conf_correct[b]; a.conf_sum[b] += s.conf_sum[b];
+          a.margin_hist[b] += s.margin_hist[b];
+        }
+      }
+    }
+    if (conf_all) {
+      for (int q = 0; q < nth; ++q)
+        for (int64_t i = 0; i < C * C; ++i) a.confusion[i] += conf_all[(int64_t)q * C * C + i];
+      free(conf_all);
+    }
+    if (tile_part) {
+      for (int64_t t = 0; t < tl.n_tiles; ++t) a.s_loss[t / tl.tps] += tile_part[t];
+      free(tile_part);
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// from_logits=False: probabilities, Keras semantics (normalise by the class sum, clip to
+// [1e-7, 1 - 1e-7]; the clip has zero derivative outside the range). Loss and gradient only.
+template <class S, bool SOFT, bool GRAD>
+struct CEProb {
+  using F = typename ComputeT<S>::type;
+  static constexpr int B = LanesT<F>::B;
+  const CEArgs& a; int64_t C; double one_m_eps, eps_c; const bool WEIGHT;
+  explicit CEProb(const CEArgs& a_) : a(a_), C(a_.C), WEIGHT(a_.w != nullptr) { one_m_eps = 1.0 - a.eps; eps_c = a.eps / (double)C; }
+
+  void run(CEResult& out) {
+    const int64_t T = choose_tile(C, B);
+    Tiling tl; tl.init(a.E, a.S, T);
+    const int64_t n_slabs = imin(tl.n_tiles, kMaxSlabs);
+    CEResult part[kMaxSlabs];
+    int nth = n_slabs <= 1 ? 1 : (a.nthreads < 1 ? 1 : a.nthreads);
+    const size_t buf = (size_t)(C * B);
+#pragma omp parallel num_threads(nth) if (nth > 1)
+    {
+      F* xb = (F*)aligned_alloc(64, ((2 * buf * sizeof(F) + 63) / 64) * 64);
+      F* tb = xb + buf;
+#pragma omp for schedule(dynamic, 1)
+      for (int64_t k = 0; k < n_slabs; ++k) {
+        const int64_t t0 = k * tl.n_tiles / n_slabs, t1 = (k + 1) * tl.n_tiles / n_slabs;
+        for (int64_t t = t0; t < t1; ++t) {
+          int64_t e0, e1; tl.tile(t, e0, e1);
+          double nll[B] = {}, sm[B] = {}, ws[B] = {};
+          for (int64_t b0 = e0; b0 < e1; b0 += B) block(part[k], xb, tb, b0, (int)imin(B, e1 - b0), nll, sm, ws);
+          for (int j = 0; j < B; ++j) { part[k].nll_sum += nll[j]; part[k].smooth_sum += sm[j]; part[k].wsum += ws[j]; }
+        }
+      }
+      free(xb);
+    }
+    for (int64_t k = 0; k < n_slabs; ++k) {
+      out.nll_sum += part[k].nll_sum; out.smooth_sum += part[k].smooth_sum; out.wsum += part[k].wsum;
+      out.count += part[k].count; out.ignored += part[k].ignored;
+      if (part[k].bad) merge_bad(out, part[k].bad_value, part[k].bad_index);
+    }
+  }
+
+  LD_INLINE int64_t offset(int64_t e, int64_t c) const {
+    return a.rows ? e * C + c : (e / a.inner) * C * a.inner + c * a.inner + e % a.inner;
+  }
+
+  void block(CEResult& r, F* xb, F* tb, int64_t b0, int nb, double* nll, double* smacc, double* wacc) {
+    const S* X = (const S*)a.x;
+    const double* w = a.w;
+    int64_t y[B]; bool valid[B];
+    for (int j = 0; j < B; ++j) {
+      bool in = j < nb;
+      for (int64_t c = 0; c < C; ++c) xb[c * B + j] = in ? (F)X[offset(b0 + j, c)] : F(1);
+      if (SOFT) {
+        for (int64_t c = 0; c < C; ++c) {
+          F tv = F(0);
+          if (in) load_cvt<F>(a.t, a.tdt, true, offset(b0 + j, c), 1, &tv, 1);
+          tb[c * B + j] = tv;
+        }
+        valid[j] = in; y[j] = 0;
+      } else {
+        int64_t yy = 0;
+        if (in) load_labels(a.t, a.tdt, b0 + j, 1, &yy);
+        bool v = in && yy != a.ignore;
+        if (in && yy == a.ignore) r.ignored++;
+        if (v && (yy < 0 || yy >= C)) { merge_bad(r, yy, b0 + j); v = false; }
+        valid[j] = v; y[j] = v ? yy : 0;
+      }
+    }
+    const F lo = F(1e-7), hi = F(1) - F(1e-7);
+    F ssum[B], lsoft[B], lnll[B], A[B];
+    for (int j = 0; j < B; ++j) { ssum[j] = 0; lsoft[j] = 0; lnll[j] = 0; A[j] = 0; }
+    for (int64_t c = 0; c < C; ++c) for (int j = 0; j < B; ++j) ssum[j] += xb[c * B + j];
+    for (int64_t c = 0; c < C; ++c) {
+      const F wc = WEIGHT ? (F)w[c] : F(1);
+      for (int j = 0; j < B; ++j) {
+        F q = xb[c * B + j] / ssum[j];
+        F qc = q < lo ? lo : (q > hi ? hi : q);
+        F nl = -ld_log(qc);
+        bool inr = q >= lo && q <= hi;
+        F wt;
+        if (SOFT) { wt = wc * (tb[c * B + j] * (F)one_m_eps + (F)eps_c); lsoft[j] += wt * nl; }
+        else {
+          bool hot = c == y[j];
+          lnll[j] += hot ? nl : F(0);
+          lsoft[j] += wc * nl;
+          wt = (F)eps_c * wc + (hot ? (F)one_m_eps * (WEIGHT ? (F)w[y[j]] : F(1)) : F(0));
+        }
+        A[j] += inr ? wt : F(0);
+      }
+    }
+    double li[B];
+    for (int j = 0; j < B; ++j) {
+      if (!valid[j]) { li[j] = 0; continue; }
+      r.count++;
+      if (SOFT) { li[j] = (double)lsoft[j]; nll[j] += li[j]; wacc[j] += 1.0; }
+      else {
+        double wy = WEIGHT ? w[y[j]] : 1.0;
+        nll[j] += wy * (double)lnll[j]; wacc[j] += wy; smacc[j] += (double)lsoft[j];
+        li[j] = one_m_eps * wy * (double)lnll[j] + eps_c * (double)lsoft[j];
+        if (a.eps == 0.0) li[j] = wy * (double)lnll[j];
+      }
+    }
+    if (a.loss_out) {
+      if (a.xdt == F64) { double* o = (double*)a.loss_out + b0; for (int j = 0; j < nb; ++j) o[j] = li[j]; }
+      else { float* o = (float*)a.loss_out + b0; for (int j = 0; j < nb; ++j) o[j] = (float)li[j]; }
+    }
+    if (GRAD) {
+      S* G = (S*)a.g;
+      for (int j = 0; j < nb; ++j) {
+        const F sc = valid[j] ? (F)a.gscale / ssum[j] : F(0);
+        for (int64_t c = 0; c < C; ++c) {
+          const F wc = WEIGHT ? (F)w[c] : F(1);
+          F q = xb[c * B + j] / ssum[j];
+          bool inr = q >= lo && q <= hi;
+          F wt;
+          if (SOFT) wt = wc * (tb[c * B + j] * (F)one_m_eps + (F)eps_c);
+          else wt = (F)eps_c * wc + (c == y[j] ? (F)one_m_eps * (WEIGHT ? (F)w[y[j]] : F(1)) : F(0));
+          F g = sc * (A[j] - (inr ? wt / q : F(0)));
+          G[offset(b0 + j, c)] = (S)g;
+        }
+      }
+    }
+  }
+};
+
+// ---------------------------------------------------------------------------------------------
+// Dispatch over dtypes and options.
+template <class S, bool SOFT>
+void ce_flags(const CEArgs& a, CEResult& r) {
+  const bool sm = a.eps != 0.0;
+  if (a.probs) {
+    if (a.grad) CEProb<S, SOFT, true>(a).run(r); else CEProb<S, SOFT, false>(a).run(r);
+    return;
+  }
+#define LD_CE(LOSS, GRAD, STATS, TOPK)                                                        \
+  do {                                                                                        \
+    if (sm) CE<S, SOFT, LOSS, GRAD, STATS, TOPK, true>(a).run(r);                             \
+    else CE<S, SOFT, LOSS, GRAD, STATS, TOPK, false>(a).run(r);                               \
+  } while (0)
+  if (a.stats) { if (a.grad) LD_CE(true, true, true, true); else LD_CE(true, false, true, true); }
+  else if (a.grad) LD_CE(true, true, false, false);
+  else if (a.loss) LD_CE(true, false, false, false);
+  else CE<S, SOFT, false, false, false, true, false>(a).run(r);  // accuracy only: no exp at all
+#undef LD_CE
+}
+
+template <class S>
+void ce_labels(const CEArgs& a, CEResult& r) {
+  if (a.soft) ce_flags<S, true>(a, r); else ce_flags<S, false>(a, r);
+}
+
+void ce_entry(const CEArgs& a, CEResult& r) {
+  switch (a.xdt) {
+    case F16: return ce_labels<_Float16>(a, r);
+    case F32: return ce_labels<float>(a, r);
+    default: return ce_labels<double>(a, r);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Binary cross-entropy (elementwise).
+template <class S, bool GRAD, bool STATS>
+struct BCE {
+  using F = typename ComputeT<S>::type;
+  static constexpr int B = LanesT<F>::B;
+  const BCEArgs& a; const bool PW;
+  explicit BCE(const BCEArgs& a_) : a(a_), PW(a_.pw != nullptr) {}
+
+  void run(BCEResult& out) {
+    Tiling tl; tl.init(a.E, 1, choose_tile(1, B) / 4);
+    const int64_t n_slabs = imin(tl.n_tiles, kMaxSlabs);
+    BCEResult part[kMaxSlabs];
+    SlabStore store; store.init(n_slabs, 2, a.bins, STATS);
+    int nth = n_slabs <= 1 ? 1 : (a.nthreads < 1 ? 1 : a.nthreads);
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (nth > 1)
+    for (int64_t k = 0; k < n_slabs; ++k) {
+      const int64_t t0 = k * tl.n_tiles / n_slabs, t1 = (k + 1) * tl.n_tiles / n_slabs;
+      for (int64_t t = t0; t < t1; ++t) {
+        int64_t e0, e1; tl.tile(t, e0, e1);
+        double acc[B] = {};
+        for (int64_t b0 = e0; b0 < e1; b0 += B) block(part[k], store.acc[k], b0, (int)imin(B, e1 - b0), acc);
+        double s = 0; for (int j = 0; j < B; ++j) s += acc[j];
+        part[k].loss_sum += s;
+      }
+    }
+    for (int64_t k = 0; k < n_slabs; ++k) {
+      const BCEResult& p = part[k];
+      out.loss_sum += p.loss_sum; out.count += p.count; out.correct += p.correct; out.nonfinite += p.nonfinite;
+      out.true_prob_sum += p.true_prob_sum; out.entropy_sum += p.entropy_sum; out.below_inv_e += p.below_inv_e;
+      if (p.bad && (!out.bad || p.bad_index < out.bad_index)) { out.bad = true; out.bad_value = p.bad_value; out.bad_index = p.bad_index; }
+      if (STATS) {
+        const SlabAcc& s = store.acc[k];
+        for (int c = 0; c < 2; ++c) { a.class_loss[c] += s.class_loss[c]; a.class_count[c] += s.class_count[c]; }
+        for (int c = 0; c < 4; ++c) a.confusion[c] += s.conf4[c];
+        for (int b = 0; b < a.bins; ++b) {
+          a.true_hist[b] += s.true_hist[b]; a.conf_hist[b] += s.conf_hist[b]; a.conf_correct[b] += s.conf_correct[b];
+          a.conf_sum[b] += s.conf_sum[b]; a.margin_hist[b] += s.margin_hist[b]; a.prob_hist[b] += s.prob_hist[b];
+        }
+      }
+    }
+  }
+
+  LD_INLINE void block(BCEResult& r, SlabAcc& sa, int64_t b0, int nb, double* acc) {
+    const S* X = (const S*)a.x + b0;
+    F x[B], y[B], pw[B], li[B], sg[B];
+    load_cvt<F>(a.t, a.tdt, a.tfloat, b0, nb, y, 1);
+    for (int j = 0; j < B; ++j) {
+      bool in = j < nb;
+      x[j] = in ? (F)X[j] : F(0);
+      y[j] = in ? y[j] : F(0);
+      pw[j] = PW && in ? (F)a.pw[((b0 + j) / a.pw_inner) % a.pw_len] : F(1);
+    }
+    for (int j = 0; j < nb; ++j) {
+      if (!(y[j] >= F(0) && y[j] <= F(1)) && (!r.bad || b0 + j < r.bad_index)) {
+        r.bad = true; r.bad_value = (double)y[j]; r.bad_index = b0 + j;
+      }
+    }
+    if (!a.probs) {
+      for (int j = 0; j < B; ++j) {
+        F ax = x[j] < F(0) ? -x[j] : x[j];
+        F ex = ld_exp(-ax);
+        F spn = ld_log1p(ex) + (x[j] < F(0) ? -x[j] : F(0));  // softplus(-x)
+        F lw = PW ? F(1) + (pw[j] - F(1)) * y[j] : F(1);
+        li[j] = (F(1) - y[j]) * x[j] + lw * spn;
+        F inv = F(1) / (F(1) + ex);
+        sg[j] = x[j] >= F(0) ? inv : ex * inv;  // sigmoid(x)
+      }
+      if (GRAD) {
+        S* G = (S*)a.g + b0;
+        const F sc = (F)a.gscale;
+        for (int j = 0; j < nb; ++j) {
+          F lw = PW ? F(1) + (pw[j] - F(1)) * y[j] : F(1);
+          G[j] = (S)(sc * ((F(1) - y[j]) - lw * (F(1) - sg[j])));
+        }
+      }
+    } else {
+      const F lo = F(1e-7), hi = F(1) - F(1e-7);
+      for (int j = 0; j < B; ++j) {
+        F p = x[j] < lo ? lo : (x[j] > hi ? hi : x[j]);
+        li[j] = -(pw[j] * y[j] * ld_log(p) + (F(1) - y[j]) * ld_log(F(1) - p));
+        li[j] = x[j] == x[j] ? li[j] : x[j];
+        sg[j] = x[j];
+      }
+      if (GRAD) {
+        S* G = (S*)a.g + b0;
+        const F sc = (F)a.gscale;
+        for (int j = 0; j < nb; ++j) {
+          bool inr = x[j] >= lo && x[j] <= hi;
+          F p = x[j] < lo ? lo : (x[j] > hi ? hi : x[j]);
+          G[j] = (S)(inr ? sc * (-(pw[j] * y[j] / p) + (F(1) - y[j]) / (F(1) - p)) : F(0));
+        }
+      }
+    }
+    for (int j = 0; j < nb; ++j) acc[j] += (double)li[j];
+    if (a.loss_out) {
+      if (a.xdt == F64) { double* o = (double*)a.loss_out + b0; for (int j = 0; j < nb; ++j) o[j] = (double)li[j]; }
+      else { float* o = (float*)a.loss_out + b0; for (int j = 0; j < nb; ++j) o[j] = (float)li[j]; }
+    }
+    r.count += nb;
+    for (int j = 0; j < nb; ++j) {
+      bool fin = x[j] - x[j] == F(0);
+      r.nonfinite += !fin;
+      bool yt = y[j] >= F(0.5), pr = (double)x[j] > a.threshold;
+      r.correct += fin && yt == pr;
+      if (STATS && fin) {
+        const double p = (double)sg[j], pt = yt ? p : 1.0 - p, conf = p > 0.5 ? p : 1.0 - p;
+        sa.class_loss[yt] += (double)li[j]; sa.class_count[yt]++;
+        sa.true_hist[bin_of(pt, a.bins)]++; sa.prob_hist[bin_of(p, a.bins)]++;
+        int cb = bin_of(conf, a.bins);
+        sa.conf_hist[cb]++; sa.conf_correct[cb] += yt == pr; sa.conf_sum[cb] += conf;
+        sa.margin_hist[bin_of(pt, a.bins)]++;  // margin 2*pt - 1 mapped to [0,1] is pt
+        r.true_prob_sum += pt; r.below_inv_e += pt < 0.36787944117144233;
+        double q = 1.0 - p;
+        r.entropy_sum += (p > 0 ? -p * (double)ld_log(p) : 0.0) + (q > 0 ? -q * (double)ld_log(q) : 0.0);
+        sa.conf4[(yt ? 2 : 0) + (pr ? 1 : 0)]++;
+      }
+    }
+  }
+};
+
+template <class S>
+void bce_target(const BCEArgs& a, BCEResult& r) {
+  if (a.stats) { if (a.grad) BCE<S, true, true>(a).run(r); else BCE<S, false, true>(a).run(r); }
+  else { if (a.grad) BCE<S, true, false>(a).run(r); else BCE<S, false, false>(a).run(r); }
+}
+
+void bce_entry(const BCEArgs& a, BCEResult& r) {
+  switch (a.xdt) {
+    case F16: return bce_target<_Float16>(a, r);
+    case F32: return bce_target<float>(a, r);
+    default: return bce_target<double>(a, r);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Label pre-pass (reads only the labels): the "mean" normaliser for the gradient.
+template <class L>
+void labels_t(const LabelArgs& a, LabelResult& out) {
+  Tiling tl; tl.init(a.E, 1, 1 << 16);
+  const int64_t n_slabs = imin(tl.n_tiles, kMaxSlabs);
+  LabelResult part[kMaxSlabs];
+  int nth = n_slabs <= 1 ? 1 : a.nthreads;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (nth > 1)
+  for (int64_t k = 0; k < n_slabs; ++k) {
+    const L* T = (const L*)a.t;
+    for (int64_t t = k * tl.n_tiles / n_slabs; t < (k + 1) * tl.n_tiles / n_slabs; ++t) {
+      int64_t e0, e1; tl.tile(t, e0, e1);
+      double ws = 0; int64_t cnt = 0;
+      for (int64_t e = e0; e < e1; ++e) {
+        int64_t y = label_at(T + e);
+        if (y == a.ignore) continue;
+        if (y < 0 || y >= a.C) {
+          if (!part[k].bad) { part[k].bad = true; part[k].bad_value = y; part[k].bad_index = e; }
+          continue;
+        }
+        cnt++; ws += a.w ? a.w[y] : 1.0;
+      }
+      part[k].wsum += ws; part[k].count += cnt;
+    }
+  }
+  for (int64_t k = 0; k < n_slabs; ++k) {
+    out.wsum += part[k].wsum; out.count += part[k].count;
+    if (part[k].bad && (!out.bad || part[k].bad_index < out.bad_index)) {
+      out.bad = true; out.bad_value = part[k].bad_value; out.bad_index = part[k].bad_index;
+    }
+  }
+}
+
+void labels_entry(const LabelArgs& a, LabelResult& r) {
+  switch (a.tdt) {
+    case U8: case LBOOL: return labels_t<uint8_t>(a, r);
+    case I8: return labels_t<int8_t>(a, r);
+    case U16: return labels_t<uint16_t>(a, r);
+    case I16: return labels_t<int16_t>(a, r);
+    case U32: return labels_t<uint32_t>(a, r);
+    case I32: return labels_t<int32_t>(a, r);
+    case U64: return labels_t<uint64_t>(a, r);
+    default: return labels_t<int64_t>(a, r);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Logistic-regression loss surface: every grid point, every sample, in one call (float64).
+void surface_entry(const SurfaceArgs& a) {
+  constexpr int B = 8;
+  const int64_t G = a.n1 * a.n2;
+  int nth = G > 1 ? a.nthreads : 1;
+#pragma omp parallel for schedule(dynamic, 4) num_threads(nth) if (nth > 1)
+  for (int64_t g = 0; g < G; ++g) {
+    const double w1 = a.w1[g % a.n1], w2 = a.w2[g / a.n1], b = a.bias;
+    double ls[B] = {}, ac[B] = {};
+    for (int64_t k0 = 0; k0 < a.n; k0 += B) {
+      const int nb = (int)imin(B, a.n - k0);
+      for (int j = 0; j < B; ++j) {
+        const int64_t k = j < nb ? k0 + j : k0;
+        const double z = w1 * a.X[2 * k] + w2 * a.X[2 * k + 1] + b, y = a.y[k];
+        const double az = z < 0 ? -z : z;
+        const double l = (1.0 - y) * z + ld_log1p(ld_exp(-az)) + (z < 0 ? -z : 0.0);
+        const double hit = (z > 0) == (y >= 0.5) ? 1.0 : 0.0;
+        ls[j] += j < nb ? l : 0.0;
+        ac[j] += j < nb ? hit : 0.0;
+      }
+    }
+    double L = 0, A = 0;
+    for (int j = 0; j < B; ++j) { L += ls[j]; A += ac[j]; }
+    a.loss[g] = a.n ? L / (double)a.n : __builtin_nan("");
+    if (a.acc) a.acc[g] = a.n ? A / (double)a.n : __builtin_nan("");
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory-speed references for the benchmark: a multi-threaded read and a read+write copy.
+double mem_read_entry(const void* p, int64_t nbytes, int nthreads) {
+  const uint64_t* q = (const uint64_t*)p;
+  const int64_t n = nbytes / 8;
+  uint64_t total = 0;
+#pragma omp parallel for reduction(+ : total) schedule(static) num_threads(nthreads)
+  for (int64_t c = 0; c < (n + 4095) / 4096; ++c) {
+    uint64_t acc[8] = {};
+    const int64_t i1 = imin(n, (c + 1) * 4096);
+    int64_t i = c * 4096;
+    for (; i + 8 <= i1; i += 8)
+      for (int j = 0; j < 8; ++j) acc[j] += q[i + j];
+    for (; i < i1; ++i) acc[0] += q[i];
+    for (int j = 0; j < 8; ++j) total += acc[j];
+  }
+  return (double)total;
+}
+
+void mem_copy_entry(void* dst, const void* src, int64_t nbytes, int nthreads) {
+  const int64_t chunk = 1 << 20, n = (nbytes + chunk - 1) / chunk;
+#pragma omp parallel for schedule(static) num_threads(nthreads)
+  for (int64_t c = 0; c < n; ++c) {
+    const int64_t o = c * chunk;
+    memcpy((char*)dst + o, (const char*)src + o, (size_t)imin(chunk, nbytes - o));
+  }
+}
+
+KernelTable table() {
+  KernelTable t;
+  t.name = LD_ISA_NAME;
+  t.ce = ce_entry; t.bce = bce_entry; t.labels = labels_entry; t.surface = surface_entry;
+  t.mem_read = mem_read_entry; t.mem_copy = mem_copy_entry;
+  return t;
+}

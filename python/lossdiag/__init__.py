@@ -1,0 +1,106 @@
+"""lossdiag: fused, memory-speed cross-entropy metrics, and a diagnosis of strange loss curves.
+
+The compiled core computes cross-entropy, accuracy, the gradient, confusion matrices and
+confidence statistics for (N, C), (N, C, H, W) and channels-last logits in one pass over memory;
+the diagnosis layer reads training histories and says what is going on, with the numbers.
+"""
+
+from __future__ import annotations
+
+import os
+from importlib import metadata as _metadata
+from typing import Any
+
+from . import _core
+from ._api import (
+    accuracy,
+    binary_accuracy,
+    binary_cross_entropy,
+    binary_cross_entropy_grad,
+    cross_entropy,
+    cross_entropy_grad,
+    evaluate,
+    evaluate_binary,
+)
+from ._stats import BatchStats, Metrics
+
+try:
+    __version__ = _metadata.version("lossdiag")
+except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
+    __version__ = "0.0.0+unknown"
+
+
+def set_num_threads(n: int) -> None:
+    """Number of OpenMP threads the CPU kernels use (default: OMP_NUM_THREADS or all cores).
+
+    Results are bitwise identical for any thread count.
+    """
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise TypeError(f"n: expected an int, got {n!r}")
+    if n < 1:
+        raise ValueError(f"n: must be >= 1, got {n}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Number of threads the CPU kernels use."""
+    return int(_core.get_num_threads())
+
+
+def _cuda_info() -> tuple[bool, Any]:
+    try:
+        from . import _cuda  # type: ignore[attr-defined]
+    except ImportError:
+        return False, None
+    try:
+        return True, _cuda.device_info()
+    except Exception as exc:  # no driver / no device
+        return True, f"unusable: {exc}"
+
+
+def info() -> dict[str, Any]:
+    """Version, SIMD level in use, thread count and the backends that were built.
+
+    Example:
+        >>> import lossdiag
+        >>> sorted(lossdiag.info())[:3]
+        ['backends', 'best_simd', 'cuda_built']
+    """
+    cuda_built, cuda_device = _cuda_info()
+    backends = ["cpu"] + (["cuda"] if cuda_built else [])
+    return {
+        "version": __version__,
+        "simd": _core.simd(),
+        "best_simd": _core.best_simd(),
+        "threads": get_num_threads(),
+        "openmp": bool(_core.openmp),
+        "backends": backends,
+        "cuda_built": cuda_built,
+        "cuda_device": cuda_device,
+        "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
+    }
+
+
+def __getattr__(name: str) -> Any:
+    # The diagnosis layer and landscapes import matplotlib lazily: keep `import lossdiag` fast.
+    if name in ("History",):
+        from .history import History
+
+        return History
+    if name in ("diagnose", "Diagnosis", "Finding"):
+        from . import diagnosis
+
+        return getattr(diagnosis, name)
+    if name == "landscape":
+        import importlib
+
+        return importlib.import_module(".landscape", __name__)
+    raise AttributeError(f"module 'lossdiag' has no attribute {name!r}")
+
+
+__all__ = [
+    "BatchStats", "Diagnosis", "Finding", "History", "Metrics", "accuracy", "binary_accuracy",
+    "binary_cross_entropy", "binary_cross_entropy_grad", "cross_entropy", "cross_entropy_grad",
+    "diagnose", "evaluate", "evaluate_binary", "get_num_threads", "info", "landscape",
+    "set_num_threads",
+]

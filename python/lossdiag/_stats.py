@@ -1,0 +1,424 @@
+"""One-pass statistics (BatchStats), the streaming accumulator (Metrics) and derived metrics.
+
+Every derived number is computed from plain sums (integer counts and float64 sums), so states
+from several batches, processes or machines can be added together.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import _validate as V
+
+_INV_E = math.exp(-1.0)
+
+
+@dataclass
+class BatchStats:
+    """Everything `lossdiag.evaluate` computes in its single pass over the logits.
+
+    Integer counts are int64; float sums float64. See docs/API_CONTRACT.md for each field.
+
+    Example:
+        >>> import numpy as np, lossdiag
+        >>> x = np.array([[2.0, 0.0, 0.0], [0.0, 3.0, 0.0]], np.float32)
+        >>> s = lossdiag.evaluate(x, np.array([0, 2]))
+        >>> s.count, s.correct[1], s.confusion.tolist()
+        (2, 1, [[1, 0, 0], [0, 0, 0], [0, 1, 0]])
+        >>> round(s.loss, 4)
+        1.6804
+    """
+
+    num_classes: int
+    bins: int
+    loss_sum: float
+    weight_sum: float
+    nll_sum: float
+    smooth_sum: float
+    label_smoothing: float
+    soft: bool
+    count: int
+    ignored: int
+    nonfinite: int
+    nonfinite_rows: int
+    correct: dict[int, int]
+    confusion: np.ndarray
+    class_loss_sum: np.ndarray
+    class_count: np.ndarray
+    true_prob_hist: np.ndarray
+    conf_hist: np.ndarray
+    conf_correct: np.ndarray
+    conf_sum: np.ndarray
+    margin_hist: np.ndarray
+    true_prob_sum: float
+    below_inv_e: int
+    entropy_sum: float
+    elements: int
+    binary: bool = False
+    prob_hist: np.ndarray | None = None
+    sample_loss_sum: np.ndarray | None = None
+    sample_count: np.ndarray | None = None
+    sample_correct: np.ndarray | None = None
+    sample_intersection: np.ndarray | None = None
+    sample_true: np.ndarray | None = None
+    sample_pred: np.ndarray | None = None
+    grad: Any = None
+
+    # -- construction -------------------------------------------------------------------------
+    @staticmethod
+    def new_arrays(C: int, bins: int, binary: bool = False, xp: Any = np) -> dict[str, Any]:
+        a = {
+            "confusion": xp.zeros((C, C), xp.int64),
+            "class_loss_sum": xp.zeros(C, xp.float64),
+            "class_count": xp.zeros(C, xp.int64),
+            "true_prob_hist": xp.zeros(bins, xp.int64),
+            "conf_hist": xp.zeros(bins, xp.int64),
+            "conf_correct": xp.zeros(bins, xp.int64),
+            "conf_sum": xp.zeros(bins, xp.float64),
+            "margin_hist": xp.zeros(bins, xp.int64),
+        }
+        if binary:
+            a["prob_hist"] = xp.zeros(bins, xp.int64)
+        return a
+
+    @staticmethod
+    def new_sample_arrays(N: int, C: int, xp: Any = np) -> dict[str, Any]:
+        return {
+            "sample_loss_sum": xp.zeros(N, xp.float64),
+            "sample_count": xp.zeros(N, xp.int64),
+            "sample_correct": xp.zeros(N, xp.int64),
+            "sample_intersection": xp.zeros((N, C), xp.int64),
+            "sample_true": xp.zeros((N, C), xp.int64),
+            "sample_pred": xp.zeros((N, C), xp.int64),
+        }
+
+    @classmethod
+    def from_kernel(cls, r: dict, arrays: dict, sample: dict | None, *, C: int, bins: int,
+                    ks: list[int], eps: float, soft: bool, E: int, grad: Any,
+                    binary: bool) -> BatchStats:
+        if soft:
+            loss_sum, wsum = r["nll_sum"], float(E)
+        else:
+            loss_sum, wsum = V.sum_loss(eps, C, r["nll_sum"], r["smooth_sum"]), r["wsum"]
+        return cls(
+            num_classes=C, bins=bins, loss_sum=loss_sum, weight_sum=wsum, nll_sum=r["nll_sum"],
+            smooth_sum=r["smooth_sum"], label_smoothing=eps, soft=soft, count=int(r["count"]),
+            ignored=int(r["ignored"]), nonfinite=int(r["nonfinite"]),
+            nonfinite_rows=int(r["nonfinite_rows"]),
+            correct={k: int(c) for k, c in zip(ks, r["correct"])},
+            true_prob_sum=r["true_prob_sum"], below_inv_e=int(r["below_inv_e"]),
+            entropy_sum=r["entropy_sum"], elements=E, grad=grad, binary=binary,
+            **arrays, **(sample or {}),
+        )
+
+    @classmethod
+    def from_binary_kernel(cls, r: dict, arrays: dict, *, bins: int, E: int,
+                           grad: Any) -> BatchStats:
+        return cls(
+            num_classes=2, bins=bins, loss_sum=r["loss_sum"], weight_sum=float(E),
+            nll_sum=r["loss_sum"], smooth_sum=0.0, label_smoothing=0.0, soft=False,
+            count=int(r["count"]), ignored=0, nonfinite=int(r["nonfinite"]),
+            nonfinite_rows=int(r["nonfinite"]), correct={1: int(r["correct"])},
+            true_prob_sum=r["true_prob_sum"], below_inv_e=int(r["below_inv_e"]),
+            entropy_sum=r["entropy_sum"], elements=E, grad=grad, binary=True, **arrays,
+        )
+
+    # -- derived --------------------------------------------------------------------------------
+    @property
+    def loss(self) -> float:
+        """The "mean" loss, bit for bit what `cross_entropy(..., reduction="mean")` returns."""
+        if self.soft or self.binary:
+            return self.nll_sum / self.elements if self.elements else math.nan
+        return V.mean_loss(self.label_smoothing, self.num_classes, self.nll_sum, self.smooth_sum,
+                           self.weight_sum)
+
+    @property
+    def accuracy(self) -> float:
+        """Top-1 accuracy over counted elements (NaN when none)."""
+        k = 1 if 1 in self.correct else min(self.correct)
+        return self.correct[k] / self.count if self.count else math.nan
+
+
+# ------------------------------------------------------------------------------------------------
+_SUM_KEYS = (
+    "confusion", "class_loss_sum", "class_count", "true_prob_hist", "conf_hist", "conf_correct",
+    "conf_sum", "margin_hist",
+)
+_SCALAR_KEYS = (
+    "nll_sum", "smooth_sum", "weight_sum", "count", "ignored", "nonfinite", "nonfinite_rows",
+    "true_prob_sum", "below_inv_e", "entropy_sum", "elements",
+)
+_ABSENT = ("nan", "zero", "one")
+
+
+def _div(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    out = np.full(np.broadcast(a, b).shape, np.nan)
+    np.divide(a, b, out=out, where=b != 0)
+    return out
+
+
+def _absent_fill(values: np.ndarray, undefined: np.ndarray, absent: str) -> np.ndarray:
+    v = values.copy()
+    v[undefined] = {"nan": np.nan, "zero": 0.0, "one": 1.0}[absent]
+    return v
+
+
+class Metrics:
+    """Streaming accumulator of one-pass statistics; memory O(C^2 + bins), not O(pixels).
+
+    `update` runs `lossdiag.evaluate` (same options) and adds its sums into the state;
+    `compute` derives every metric; states add (`merge`, `state_dict`) across batches,
+    processes or machines.
+
+    Args:
+        num_classes: C (2 for ``binary=True``).
+        binary: single-logit outputs (`evaluate_binary`): BCE, threshold accuracy, 2x2 confusion.
+        imagewise: also accumulate per-image IoU / Dice (segmentation_models.pytorch
+            "macro-imagewise": per image the mean over classes, then the mean over images).
+        other arguments: as `lossdiag.evaluate`.
+
+    Example:
+        >>> import numpy as np, lossdiag
+        >>> m = lossdiag.Metrics(3)
+        >>> rng = np.random.default_rng(0)
+        >>> for _ in range(4):
+        ...     m.update(rng.normal(size=(8, 3, 4, 4)).astype(np.float32),
+        ...              rng.integers(0, 3, size=(8, 4, 4)))
+        >>> r = m.compute()
+        >>> r["count"], r["confusion"].sum()
+        (512, 512)
+        >>> 0.0 <= r["mean_iou"] <= 1.0
+        True
+    """
+
+    def __init__(self, num_classes: int, *, axis: int = 1, weight: Any = None,
+                 ignore_index: int = -100, label_smoothing: float = 0.0,
+                 top_k: Any = (1,), bins: int = 20, binary: bool = False,
+                 imagewise: bool = False, pos_weight: Any = None,
+                 threshold: float = 0.0) -> None:
+        if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool):
+            raise TypeError(f"num_classes: expected an int, got {num_classes!r}")
+        if binary and num_classes != 2:
+            raise ValueError(f"num_classes: binary metrics have 2 classes, got {num_classes}")
+        if num_classes < 1:
+            raise ValueError(f"num_classes: must be >= 1, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.bins = V.check_bins(bins)
+        self.top_k = V.check_top_k(top_k, self.num_classes) if not binary else [1]
+        self.binary = bool(binary)
+        self.imagewise = bool(imagewise)
+        self.options = dict(axis=axis, weight=weight, ignore_index=ignore_index,
+                            label_smoothing=label_smoothing)
+        self.binary_options = dict(pos_weight=pos_weight, threshold=threshold)
+        V.check_weight(weight, self.num_classes)
+        V.check_options(ignore_index, label_smoothing, "mean")
+        self.reset()
+
+    # -- state ---------------------------------------------------------------------------------
+    def reset(self) -> None:
+        C, b = self.num_classes, self.bins
+        self._state: dict[str, np.ndarray] = BatchStats.new_arrays(C, b, binary=self.binary)
+        for k in _SCALAR_KEYS:
+            self._state[k] = np.zeros((), np.int64 if k in (
+                "count", "ignored", "nonfinite", "nonfinite_rows", "below_inv_e", "elements",
+            ) else np.float64)
+        self._state["correct"] = np.zeros(len(self.top_k), np.int64)
+        if self.imagewise:
+            self._state["images"] = np.zeros((), np.int64)
+            # per policy (nan, zero, one): sum over images of the per-image class-mean, and the
+            # number of images where it is defined; for IoU and Dice.
+            self._state["img_iou_sum"] = np.zeros(3, np.float64)
+            self._state["img_dice_sum"] = np.zeros(3, np.float64)
+            self._state["img_defined"] = np.zeros(3, np.int64)
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        """Plain NumPy arrays, all of them sums: add them to combine states."""
+        return {k: np.array(v, copy=True) for k, v in self._state.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        missing = set(self._state) - set(state)
+        if missing:
+            raise ValueError(f"state: missing keys {sorted(missing)}")
+        for k, v in self._state.items():
+            arr = np.asarray(state[k])
+            if arr.shape != v.shape:
+                raise ValueError(f"state: {k} has shape {arr.shape}, expected {v.shape}")
+            self._state[k] = arr.astype(v.dtype, copy=True)
+
+    def merge(self, other: Metrics) -> Metrics:
+        """Add another accumulator's state (same configuration) into this one."""
+        if not isinstance(other, Metrics):
+            raise TypeError(f"other: expected Metrics, got {type(other).__name__}")
+        if (other.num_classes, other.bins, other.top_k, other.binary, other.imagewise) != (
+                self.num_classes, self.bins, self.top_k, self.binary, self.imagewise):
+            raise ValueError("other: Metrics with a different configuration cannot be merged")
+        for k in self._state:
+            self._state[k] = self._state[k] + other._state[k]
+        return self
+
+    # -- update --------------------------------------------------------------------------------
+    def update(self, logits: Any, target: Any) -> BatchStats:
+        """Evaluate one batch (one pass over the logits) and add it to the state."""
+        from . import _api
+
+        if self.binary:
+            s = _api.evaluate_binary(logits, target, bins=self.bins, **self.binary_options)
+        else:
+            s = _api.evaluate(logits, target, top_k=self.top_k, bins=self.bins,
+                              per_sample=self.imagewise, **self.options)
+            if s.num_classes != self.num_classes:
+                raise ValueError(f"logits: {s.num_classes} classes, but Metrics was created with "
+                                 f"num_classes={self.num_classes}")
+        st = self._state
+        for k in _SUM_KEYS:
+            st[k] = st[k] + _host(getattr(s, k))
+        if self.binary:
+            st["prob_hist"] = st["prob_hist"] + _host(s.prob_hist)
+        st["nll_sum"] = st["nll_sum"] + s.nll_sum
+        st["smooth_sum"] = st["smooth_sum"] + s.smooth_sum
+        st["weight_sum"] = st["weight_sum"] + s.weight_sum
+        for k in ("count", "ignored", "nonfinite", "nonfinite_rows", "below_inv_e", "elements"):
+            st[k] = st[k] + getattr(s, k)
+        st["true_prob_sum"] = st["true_prob_sum"] + s.true_prob_sum
+        st["entropy_sum"] = st["entropy_sum"] + s.entropy_sum
+        st["correct"] = st["correct"] + np.array([s.correct[k] for k in self.top_k], np.int64)
+        if self.imagewise:
+            self._update_imagewise(s)
+        self._soft = s.soft
+        return s
+
+    def _update_imagewise(self, s: BatchStats) -> None:
+        inter = _host(s.sample_intersection).astype(np.float64)
+        tru = _host(s.sample_true).astype(np.float64)
+        pred = _host(s.sample_pred).astype(np.float64)
+        union = tru + pred - inter
+        denom = tru + pred
+        undefined = union == 0
+        iou = _div(inter, union)
+        dice = _div(2 * inter, denom)
+        st = self._state
+        st["images"] = st["images"] + inter.shape[0]
+        for i, pol in enumerate(_ABSENT):
+            io = np.nanmean(_absent_fill(iou, undefined, pol), axis=1) if iou.size else iou
+            di = np.nanmean(_absent_fill(dice, undefined, pol), axis=1) if dice.size else dice
+            ok = ~np.isnan(io)
+            st["img_iou_sum"][i] += io[ok].sum()
+            st["img_dice_sum"][i] += di[ok].sum()
+            st["img_defined"][i] += int(ok.sum())
+
+    # -- compute -------------------------------------------------------------------------------
+    def compute(self, *, absent: str = "nan") -> dict[str, Any]:
+        """Derive every metric from the accumulated sums.
+
+        Args:
+            absent: a class absent from both target and prediction has an undefined IoU/Dice;
+                "nan" excludes it from the means (default, like mmsegmentation), "zero" counts
+                it as 0, "one" as 1 (segmentation_models.pytorch's zero_division=1).
+        """
+        if absent not in _ABSENT:
+            raise ValueError(f"absent: must be one of {_ABSENT}, got {absent!r}")
+        return derive(self._state, num_classes=self.num_classes, bins=self.bins,
+                      top_k=self.top_k, label_smoothing=float(self.options["label_smoothing"]),
+                      soft=getattr(self, "_soft", False), binary=self.binary, absent=absent)
+
+
+def _host(x: Any) -> np.ndarray:
+    return x.get() if hasattr(x, "get") and not isinstance(x, np.ndarray) else np.asarray(x)
+
+
+def derive(st: dict[str, Any], *, num_classes: int, bins: int, top_k: list[int],
+           label_smoothing: float = 0.0, soft: bool = False, binary: bool = False,
+           absent: str = "nan") -> dict[str, Any]:
+    """Derived metrics from a state of sums (see `Metrics.compute`)."""
+    C = num_classes
+    cm = np.asarray(st["confusion"], np.int64)
+    tp = np.diag(cm).astype(np.float64)
+    true_n = cm.sum(axis=1).astype(np.float64)
+    pred_n = cm.sum(axis=0).astype(np.float64)
+    total = float(cm.sum())
+    count = int(st["count"])
+    union = true_n + pred_n - tp
+    undefined = union == 0
+    iou = _absent_fill(_div(tp, union), undefined, absent)
+    dice = _absent_fill(_div(2 * tp, true_n + pred_n), undefined, absent)
+    precision = _div(tp, pred_n)
+    recall = _div(tp, true_n)
+    f1 = _div(2 * tp, true_n + pred_n)
+    f1[undefined] = np.nan
+    with np.errstate(invalid="ignore"):
+        mean_iou = float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else math.nan
+        mean_dice = float(np.nanmean(dice)) if np.any(~np.isnan(dice)) else math.nan
+        rec_def = recall[true_n > 0]
+        balanced = float(rec_def.mean()) if rec_def.size else math.nan
+    if total > 0:
+        po = tp.sum() / total
+        pe = float((true_n * pred_n).sum()) / (total * total)
+        kappa = (po - pe) / (1 - pe) if pe != 1 else math.nan
+    else:
+        kappa = math.nan
+
+    conf_hist = np.asarray(st["conf_hist"], np.int64)
+    conf_correct = np.asarray(st["conf_correct"], np.int64)
+    conf_sum = np.asarray(st["conf_sum"], np.float64)
+    n_hist = conf_hist.sum()
+    bin_acc = _div(conf_correct, conf_hist)
+    bin_conf = _div(conf_sum, conf_hist)
+    gaps = np.abs(bin_acc - bin_conf)
+    nz = conf_hist > 0
+    ece = float((conf_hist[nz] / n_hist * gaps[nz]).sum()) if n_hist else math.nan
+    mce = float(gaps[nz].max()) if n_hist else math.nan
+
+    margin_hist = np.asarray(st["margin_hist"], np.int64)
+    half = bins // 2
+    nonneg = margin_hist[half:].sum() if not binary else margin_hist[half:].sum()
+    small = margin_hist[half] if bins >= 2 else 0
+    nll, smooth, wsum = float(st["nll_sum"]), float(st["smooth_sum"]), float(st["weight_sum"])
+    if soft or binary:
+        elements = int(st["elements"])
+        loss = nll / elements if elements else math.nan
+    else:
+        loss = V.mean_loss(label_smoothing, C, nll, smooth, wsum)
+    correct = np.asarray(st["correct"], np.int64)
+    acc = {k: (int(c) / count if count else math.nan) for k, c in zip(top_k, correct)}
+    n_stat = float(true_n.sum())
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    out: dict[str, Any] = {
+        "loss": loss,
+        "accuracy": acc.get(1, next(iter(acc.values()))),
+        "top_k_accuracy": acc,
+        "balanced_accuracy": balanced,
+        "precision": precision, "recall": recall, "iou": iou, "dice": dice, "f1": f1,
+        "mean_iou": mean_iou, "mean_dice": mean_dice,
+        "kappa": kappa, "ece": ece, "mce": mce,
+        "mean_true_class_prob": float(st["true_prob_sum"]) / n_stat if n_stat else math.nan,
+        "frac_true_prob_below_inv_e": int(st["below_inv_e"]) / n_stat if n_stat else math.nan,
+        "mean_entropy": float(st["entropy_sum"]) / n_stat if n_stat else math.nan,
+        "small_margin_correct_frac": float(small) / float(nonneg) if nonneg else math.nan,
+        "reliability": {"bin_edges": edges, "confidence": bin_conf, "accuracy": bin_acc,
+                        "count": conf_hist},
+        "true_prob_hist": np.asarray(st["true_prob_hist"], np.int64),
+        "conf_hist": conf_hist, "margin_hist": margin_hist,
+        "bin_edges": edges, "margin_bin_edges": np.linspace(-1.0, 1.0, bins + 1),
+        "label_freq": true_n / total if total else np.full(C, np.nan),
+        "pred_freq": pred_n / total if total else np.full(C, np.nan),
+        "per_class_loss": _div(st["class_loss_sum"], st["class_count"]),
+        "confusion": cm, "count": count, "ignored": int(st["ignored"]),
+        "nonfinite": int(st["nonfinite"]), "num_classes": C,
+    }
+    if binary and "prob_hist" in st:
+        out["prob_hist"] = np.asarray(st["prob_hist"], np.int64)
+    if "img_defined" in st:
+        i = _ABSENT.index(absent)
+        d = int(st["img_defined"][i])
+        out["mean_iou_imagewise"] = float(st["img_iou_sum"][i]) / d if d else math.nan
+        out["mean_dice_imagewise"] = float(st["img_dice_sum"][i]) / d if d else math.nan
+    return out
+
+
+__all__ = ["BatchStats", "Metrics", "derive"]

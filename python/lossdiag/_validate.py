@@ -1,0 +1,239 @@
+"""Argument checking and layout resolution shared by the CPU and GPU backends.
+
+Everything a kernel needs is decided here, once, with a clear error naming the argument:
+dtypes, the class axis, the (N, C, inner) or rows layout, label kind, weights, reductions.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+REDUCTIONS = ("mean", "sum", "none")
+PROB_EPS = 1e-7  # clip for from_logits=False, as Keras
+
+_LOGIT_CODES = {np.dtype(np.float16): 0, np.dtype(np.float32): 1, np.dtype(np.float64): 2}
+_LABEL_CODES = {
+    np.dtype(np.uint8): 0, np.dtype(np.int8): 1, np.dtype(np.uint16): 2, np.dtype(np.int16): 3,
+    np.dtype(np.uint32): 4, np.dtype(np.int32): 5, np.dtype(np.uint64): 6, np.dtype(np.int64): 7,
+    np.dtype(np.bool_): 8,
+}
+
+
+def logit_code(dtype: np.dtype) -> int:
+    return _LOGIT_CODES[np.dtype(dtype)]
+
+
+def label_code(dtype: np.dtype) -> int:
+    return _LABEL_CODES[np.dtype(dtype)]
+
+
+@dataclass
+class Layout:
+    """How the kernels see the logits: rows (class axis contiguous) or (N, C, inner)."""
+
+    shape: tuple[int, ...]
+    axis: int          # normalised class axis (1 or ndim-1)
+    C: int
+    N: int
+    E: int             # elements = pixels or rows
+    S: int             # elements per sample
+    inner: int
+    rows: bool
+    target_shape: tuple[int, ...]
+
+
+def check_dtype_logits(x: Any, name: str = "logits") -> None:
+    dt = np.dtype(x.dtype)
+    if dt not in _LOGIT_CODES:
+        kind = "integer" if dt.kind in "iub" else dt.name
+        raise TypeError(
+            f"{name}: dtype {dt.name} is not supported ({kind}); use float16, float32 or float64"
+        )
+
+
+def as_cpu_array(x: Any, name: str) -> np.ndarray:
+    """Zero-copy view of a CPU array (NumPy, or anything with __array__ such as a CPU tensor)."""
+    if isinstance(x, np.ndarray):
+        return x
+    if x is None:
+        raise TypeError(f"{name}: expected an array, got None")
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:  # pragma: no cover - defensive
+        raise TypeError(f"{name}: cannot be read as an array ({type(x).__name__})") from exc
+    if arr.dtype == object:
+        raise TypeError(f"{name}: dtype object is not supported (got {type(x).__name__})")
+    return arr
+
+
+def contiguous(x: np.ndarray) -> np.ndarray:
+    """C-contiguous array; non-contiguous inputs are copied once (documented cost)."""
+    return x if x.flags.c_contiguous else np.ascontiguousarray(x)
+
+
+def resolve_layout(shape: tuple[int, ...], axis: Any) -> Layout:
+    ndim = len(shape)
+    if ndim < 2:
+        raise ValueError(
+            f"logits: expected at least 2 dimensions (N, C, ...), got shape {tuple(shape)}"
+        )
+    if not isinstance(axis, (int, np.integer)) or isinstance(axis, bool):
+        raise TypeError(f"axis: expected an int, got {axis!r}")
+    ax = int(axis)
+    if not -ndim <= ax < ndim:
+        raise ValueError(f"axis: {axis} is out of range for logits with {ndim} dimensions")
+    ax %= ndim
+    if ax not in (1, ndim - 1):
+        raise ValueError(
+            f"axis: the class axis must be 1 (N, C, ...) or -1 (N, ..., C); got {axis} "
+            f"for logits of shape {tuple(shape)}"
+        )
+    C = int(shape[ax])
+    if C < 1:
+        raise ValueError(f"logits: the class axis has length 0 (shape {tuple(shape)})")
+    N = int(shape[0])
+    target_shape = tuple(s for i, s in enumerate(shape) if i != ax)
+    E = int(math.prod(target_shape))
+    S = E // N if N else 1
+    if ax == ndim - 1:
+        return Layout(tuple(shape), ax, C, N, E, S, 1, True, target_shape)
+    inner = int(math.prod(shape[2:]))
+    return Layout(tuple(shape), ax, C, N, E, S, inner, inner == 1, target_shape)
+
+
+def check_target(target: Any, lay: Layout, name: str = "target") -> tuple[bool, int]:
+    """Return (soft, dtype code) for the target, raising for wrong shapes and dtypes."""
+    dt = np.dtype(target.dtype)
+    if dt.kind == "f":
+        if dt not in _LOGIT_CODES:
+            raise TypeError(f"{name}: float dtype {dt.name} is not supported")
+        if tuple(target.shape) != lay.shape:
+            raise ValueError(
+                f"{name}: float (class-probability) targets must have the shape of logits "
+                f"{lay.shape}, got {tuple(target.shape)}; integer class labels must have shape "
+                f"{lay.target_shape}"
+            )
+        return True, _LOGIT_CODES[dt]
+    if dt not in _LABEL_CODES:
+        raise TypeError(
+            f"{name}: dtype {dt.name} is not supported; use integer class labels or float "
+            "class probabilities"
+        )
+    if tuple(target.shape) != lay.target_shape:
+        raise ValueError(
+            f"{name}: shape {tuple(target.shape)} does not match logits {lay.shape} without the "
+            f"class axis (expected {lay.target_shape})"
+        )
+    return False, _LABEL_CODES[dt]
+
+
+def check_weight(weight: Any, C: int) -> np.ndarray | None:
+    if weight is None:
+        return None
+    w = np.asarray(weight if not hasattr(weight, "get") else weight.get(), dtype=np.float64)
+    if w.ndim != 1 or w.shape[0] != C:
+        raise ValueError(f"weight: expected shape ({C},) for {C} classes, got {w.shape}")
+    if not np.all(np.isfinite(w)):
+        raise ValueError("weight: contains NaN or inf")
+    if np.any(w < 0):
+        raise ValueError(f"weight: must be non-negative, got min {w.min()!r}")
+    return np.ascontiguousarray(w)
+
+
+def check_options(ignore_index: Any, label_smoothing: Any, reduction: Any) -> tuple[int, float]:
+    if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
+        raise TypeError(f"ignore_index: expected an int, got {ignore_index!r}")
+    try:
+        eps = float(label_smoothing)
+    except (TypeError, ValueError):
+        raise TypeError(f"label_smoothing: expected a float, got {label_smoothing!r}") from None
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing: must be in [0, 1], got {label_smoothing!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction: must be one of {REDUCTIONS}, got {reduction!r}")
+    return int(ignore_index), eps
+
+
+def check_top_k(top_k: Any, C: int) -> list[int]:
+    ks = [top_k] if isinstance(top_k, (int, np.integer)) else list(top_k)
+    if not ks:
+        raise ValueError("top_k: must not be empty")
+    if len(ks) > 8:
+        raise ValueError(f"top_k: at most 8 values, got {len(ks)}")
+    out = []
+    for k in ks:
+        if not isinstance(k, (int, np.integer)) or isinstance(k, bool):
+            raise TypeError(f"top_k: expected ints, got {k!r}")
+        if not 1 <= int(k) <= C:
+            raise ValueError(f"top_k: {k} is outside [1, C={C}]")
+        out.append(int(k))
+    return out
+
+
+def check_bins(bins: Any) -> int:
+    if not isinstance(bins, (int, np.integer)) or isinstance(bins, bool):
+        raise TypeError(f"bins: expected an int, got {bins!r}")
+    if bins < 1:
+        raise ValueError(f"bins: must be >= 1, got {bins}")
+    return int(bins)
+
+
+def check_out(out: Any, x: np.ndarray, name: str = "out") -> np.ndarray:
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name}: expected a NumPy array, got {type(out).__name__}")
+    if out.shape != x.shape:
+        raise ValueError(f"{name}: shape {out.shape} does not match logits {x.shape}")
+    if out.dtype != x.dtype:
+        raise ValueError(f"{name}: dtype {out.dtype} does not match logits dtype {x.dtype}")
+    if not out.flags.c_contiguous:
+        raise ValueError(f"{name}: must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError(f"{name}: is read-only")
+    if out is not x and np.shares_memory(out, x) and out.ctypes.data != x.ctypes.data:
+        raise ValueError(f"{name}: partially overlaps logits; pass logits itself for in place")
+    return out
+
+
+def bad_label_error(value: int, index: int, C: int, ignore_index: int, name: str = "target"):
+    return ValueError(
+        f"{name}: label {value} at flat index {index} is outside [0, {C}) and is not "
+        f"ignore_index={ignore_index}"
+    )
+
+
+def mean_loss(eps: float, C: int, nll: float, smooth: float, wsum: float) -> float:
+    """PyTorch's "mean": ((1-eps) * sum w_y nll + eps/C * sum smooth) / sum w_y."""
+    num = nll if eps == 0.0 else (1.0 - eps) * nll + (eps / C) * smooth
+    return num / wsum if wsum != 0 else math.nan
+
+
+def sum_loss(eps: float, C: int, nll: float, smooth: float) -> float:
+    return nll if eps == 0.0 else (1.0 - eps) * nll + (eps / C) * smooth
+
+
+def pos_weight_pattern(pos_weight: Any, shape: tuple[int, ...]) -> tuple[np.ndarray | None, int]:
+    """Reduce a broadcastable pos_weight to pw[(e // inner) % len] over the flattened logits."""
+    if pos_weight is None:
+        return None, 1
+    pw = np.asarray(pos_weight.get() if hasattr(pos_weight, "get") else pos_weight,
+                    dtype=np.float64)
+    if not np.all(np.isfinite(pw)):
+        raise ValueError("pos_weight: contains NaN or inf")
+    if pw.ndim > len(shape):
+        raise ValueError(f"pos_weight: shape {pw.shape} cannot broadcast to logits {shape}")
+    full = (1,) * (len(shape) - pw.ndim) + pw.shape
+    for p, s in zip(full, shape):
+        if p not in (1, s):
+            raise ValueError(f"pos_weight: shape {pw.shape} cannot broadcast to logits {shape}")
+    big = [i for i, p in enumerate(full) if p != 1]
+    if not big:
+        return np.ascontiguousarray(pw.reshape(1)), 1
+    if len(big) == 1:
+        d = big[0]
+        return np.ascontiguousarray(pw.reshape(-1)), int(math.prod(shape[d + 1:]))
+    # Several broadcast axes: materialise once (the size of the logits; rare).
+    return np.ascontiguousarray(np.broadcast_to(pw.reshape(full), shape).reshape(-1)), 1
