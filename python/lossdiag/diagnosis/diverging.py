@@ -84,6 +84,12 @@ def check(view: RunView) -> list[Finding]:
     res = None
     for s, val_only in cands:
         res = _analyse(s, view, val_only=val_only)
+        if res is not None and val_only and view.train_loss is not None:
+            # validation loss rising while the training loss keeps falling is overfitting
+            t = view.train_loss
+            sel = t.x >= s.x[res["i0"]]
+            if sel.sum() >= 3 and spearman(t.x[sel], t.y[sel]) < 0:
+                res = None
         if res is not None:
             break
     if res is None:

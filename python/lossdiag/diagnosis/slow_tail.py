@@ -22,7 +22,19 @@ from typing import Any
 
 import numpy as np
 
-from ._stats import RunView, SkipCheck, fit_tail, fmt, linfit, noise_sigma, pct, smooth, theil_sen
+from ._stats import (
+    RunView,
+    SkipCheck,
+    fit_tail,
+    fmt,
+    linfit,
+    mad_sigma,
+    noise_sigma,
+    pct,
+    running_median,
+    smooth,
+    theil_sen,
+)
 from .report import Finding, Recommendation
 
 CODE = "slow-tail"
@@ -38,10 +50,12 @@ def _cut_after_steps(view: RunView, x: np.ndarray, y: np.ndarray, start: int) ->
         # smooth schedules (cosine, warm-up) change every epoch: only cut at rare steps
         if 0 < big.size <= 3:
             start = max(start, int(np.searchsorted(x, big[-1])))
-    sig = noise_sigma(y)
-    if math.isfinite(sig) and sig > 0:
-        d = np.diff(y)
-        jumps = np.flatnonzero(np.abs(d) > 8 * sig) + 1
+    # step-like jumps (an unlogged LR step): a change far out of line with its neighbours
+    d = np.diff(y)
+    if len(d) >= 5:
+        r = d - running_median(d, 5)
+        s = mad_sigma(r)
+        jumps = np.flatnonzero(np.abs(r) > np.maximum(8 * s, 0.02 * np.abs(y[1:]))) + 1
         jumps = jumps[jumps > start]
         if jumps.size:
             start = max(start, int(jumps[-1]))
@@ -84,7 +98,7 @@ def check(view: RunView) -> list[Finding]:
     slope, _ = theil_sen(tx, ty)
     level = float(np.median(ty))
     tail_rate = -slope / level
-    h_end = max(2, n // 3)
+    h_end = max(2, n // 10)  # the steepest, early phase
     head_rate = (float(y[0]) - float(sm[h_end])) / float(y[0]) / max(float(x[h_end] - x[0]), 1e-9)
     ratio = tail_rate / head_rate if head_rate > 0 else math.inf
     _, _, r2 = linfit(tx, ty)
@@ -95,10 +109,17 @@ def check(view: RunView) -> list[Finding]:
     # fit in time since the start of training (1-based) so that the power law is defined
     t_all = x - x[0] + 1.0
     fits = fit_tail(t_all[start:], ty)
-    best = fits[0]
     span_run = float(x[-1] - x[0])
     horizon = max(5.0, round(th.tail_horizon * span_run))
     t_end = float(t_all[-1])
+
+    def projected_gain(f: Any) -> float:
+        c = float(f.predict(t_end))
+        return c - max(float(f.predict(t_end + horizon)), 0.0)
+
+    # models the data cannot tell apart (AIC within 2): take the most conservative projection
+    close = [f for f in fits if f.aic <= fits[0].aic + 2.0]
+    best = min(close, key=projected_gain)
     cur = float(best.predict(t_end))
     fut = max(float(best.predict(t_end + horizon)), 0.0)
     gain = max(cur - fut, 0.0)
@@ -124,7 +145,7 @@ def check(view: RunView) -> list[Finding]:
              "exponential approach to an asymptote", "power-law": "power law (ever slower)"}
     expl = (f"Over the last {fmt(float(tx[-1] - tx[0]))} {u}s '{s.key}' still falls, from "
             f"{fmt(t_level0)} to {fmt(t_level1)}, but only {pct(tail_rate, 2)} per {u}, against "
-            f"{pct(head_rate, 2)} per {u} in the first third of training "
+            f"{pct(head_rate, 2)} per {u} early in training "
             f"({fmt(ratio, 2)}x the early rate). The tail is best described by a "
             f"{shape[best.kind]}"
             + (f" (asymptote {fmt(best.params['c'])})" if best.kind == "exponential" else "")

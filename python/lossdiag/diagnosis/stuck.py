@@ -86,12 +86,18 @@ def _majority_collapse(view: RunView) -> dict[str, Any] | None:
         if st.get("balanced_accuracy") is not None:
             out["balanced_accuracy"] = float(st["balanced_accuracy"])
         return out
-    # no label frequencies: a constant accuracy means constant predictions
+    # no label frequencies: a constant accuracy means constant predictions ...
     mode = float(np.median(sc.y))
     same = np.abs(sc.y - mode) < 1e-4
-    if same.mean() >= th.stuck_constant_score_frac:
-        return {"accuracy": mode, "constant_share": float(same.mean())}
-    return None
+    if same.mean() < th.stuck_constant_score_frac or not 0 < mode < 1:
+        return None
+    # ... but only if the loss is compatible with them: predicting one class for everything,
+    # right a fraction a of the time, costs at least the binary entropy h(a) per sample
+    loss = view.val_loss if sc.split == "val" else view.train_loss
+    h_a = -(mode * math.log(mode) + (1 - mode) * math.log(1 - mode))
+    if loss is not None and float(np.median(loss.y)) < 0.9 * h_a:
+        return None
+    return {"accuracy": mode, "constant_share": float(same.mean())}
 
 
 def _lr_factor(rate: float, target: float) -> float:

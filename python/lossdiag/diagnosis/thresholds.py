@@ -112,7 +112,7 @@ class Thresholds:
     # ------------------------------------------------------------------ slow tail
     tail_fraction: float = _t(0.4, "slow-tail", "the tail is the last this share of points "
                               "(at least min_points)")
-    tail_min_drop: float = _t(0.03, "slow-tail", "the tail still decreases by at least this "
+    tail_min_drop: float = _t(0.05, "slow-tail", "the tail still decreases by at least this "
                               "fraction of its starting level")
     tail_rate_ratio: float = _t(0.25, "slow-tail", "tail rate / early rate (relative per "
                                 "epoch) below this: diminishing returns")
