@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from lossdiag.diagnosis import Diagnosis, Finding, Thresholds, diagnose
 from lossdiag.diagnosis import cli as diag_cli
 from lossdiag.diagnosis._stats import (
