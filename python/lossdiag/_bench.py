@@ -691,7 +691,12 @@ def machine_info(ld: Any, torch: Any, threads: int) -> dict[str, Any]:
         info = dict(ld.info())
     except Exception as exc:  # pragma: no cover - reported, not fatal
         info = {"error": repr(exc)}
+    try:
+        load = float(os.getloadavg()[0])
+    except OSError:
+        load = None
     return {
+        "load_avg_1min_at_end": load,
         "cpu": model, "logical_cpus": os.cpu_count(), "cpu_simd_flags": simd, "caches": caches,
         "python": platform.python_version(), "numpy": np.__version__,
         "torch": getattr(torch, "__version__", None), "threads": threads, "lossdiag": info,
@@ -747,6 +752,9 @@ def format_header(info: dict[str, Any], titles: list[str], preset: str, repeats:
         f"NumPy {info['numpy']}, torch {info['torch'] or 'not installed'}",
         f"preset {preset}: median of {repeats} repeats after {warmup} warm-up",
     ] + [f"case {s}" for s in titles]
+    busy = info.get("busy_cpus_before_run")
+    if busy is not None and busy > 0.3:
+        items.append(f"WARNING: ~{busy:.1f} CPUs were busy with other work; timings unreliable")
     prefix = "- " if markdown else ""
     return "\n".join(prefix + s for s in items)
 
@@ -818,6 +826,26 @@ def _iter_cases(preset: dict[str, Any], names: list[str], seed: int):  # noqa: A
         yield Case("cls", logits, labels, 1, CLS_IGNORE)
 
 
+def _busy_cpus(interval: float = 0.25) -> float | None:
+    """CPUs kept busy by other processes over a short window (from /proc/stat), or None."""
+
+    def snap() -> tuple[int, int] | None:
+        try:
+            with open("/proc/stat") as fh:
+                v = [int(a) for a in fh.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = v[3] + (v[4] if len(v) > 4 else 0)
+        return sum(v[:8]) - idle, sum(v[:8])
+
+    a = snap()
+    time.sleep(interval)
+    b = snap()
+    if a is None or b is None or b[1] == a[1]:
+        return None
+    return (b[0] - a[0]) / (b[1] - a[1]) * (os.cpu_count() or 1)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; return 0, 1 (``--strict`` and a target missed) or 2 (wrong result)."""
     args = _parse(argv)
@@ -846,6 +874,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
 
+    load0 = _busy_cpus()
+    if load0 is not None and load0 > 0.3:
+        log(f"WARNING: other processes keep ~{load0:.1f} CPUs busy; timings will be unreliable "
+            f"(OpenMP threads suffer most when a core is taken)")
+
     mem = MemoryLimit(getattr(ld, "_core", None), threads)
     runner = Runner(ld, torch, mem, repeats, warmup, log)
     titles: list[str] = []
@@ -869,6 +902,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     fill_ratios(rows)
     targets = evaluate_targets(rows, args.cases)
     info = machine_info(ld, torch, threads)
+    info["busy_cpus_before_run"] = load0
     md = args.markdown
     print(format_header(info, titles, preset_name, repeats, warmup, md))
     print()
