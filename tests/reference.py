@@ -31,6 +31,15 @@ import math
 import numpy as np
 
 CLIP_EPS = 1e-7
+
+
+def clip_bounds(dtype=np.float64):
+    """[1e-7, 1-1e-7] as the working precision represents them.  A float32 kernel (float16 and
+    float32 inputs) cannot represent 1-1e-7: its upper bound is float32(1)-float32(1e-7) =
+    1-2**-23 = 0.99999988, so a clipped p=1 gives -log(1.19e-7) = 15.94 instead of 16.12."""
+    dt = np.float64 if np.dtype(dtype) == np.float64 else np.float32
+    lo = dt(CLIP_EPS)
+    return float(lo), float(dt(1) - lo)
 INV_E = math.exp(-1.0)
 
 _LABEL_KINDS = "iu"
@@ -116,7 +125,8 @@ def _reduce(per, denom, reduction):
 # cross entropy
 # ----------------------------------------------------------------------------------------------
 def ref_cross_entropy(logits, target, *, axis=1, weight=None, ignore_index=-100,
-                      label_smoothing=0.0, reduction="mean", from_logits=True):
+                      label_smoothing=0.0, reduction="mean", from_logits=True,
+                      clip_dtype=np.float64):
     """Return (loss, grad) in float64.
 
     loss: float for "mean"/"sum", float64 array shaped like target (hard) / logits without the
@@ -167,10 +177,11 @@ def ref_cross_entropy(logits, target, *, axis=1, weight=None, ignore_index=-100,
                 Ts = onehot * (1 - eps) + eps / C if eps > 0 else onehot
             else:
                 Ts = T * (1 - eps) + eps / C if eps > 0 else T
+            lo, hi = clip_bounds(clip_dtype)
             S = np.sum(X, axis=-1, keepdims=True)
             qt = X / S
-            inside = (qt >= CLIP_EPS) & (qt <= 1 - CLIP_EPS)
-            q = np.clip(qt, CLIP_EPS, 1 - CLIP_EPS)
+            inside = (qt >= lo) & (qt <= hi)
+            q = np.clip(qt, lo, hi)
             wt = w * Ts
             per = -np.sum(wt * np.log(q), axis=-1)
             # d per / d q_c = -wt_c / q_c  (0 where clipped); d qt_c / d x_j = (delta_cj - qt_c)/S
@@ -207,7 +218,7 @@ def _sigmoid(x):
 
 
 def ref_binary_cross_entropy(logits, target, *, pos_weight=None, reduction="mean",
-                             from_logits=True):
+                             from_logits=True, clip_dtype=np.float64):
     """PyTorch binary_cross_entropy_with_logits (from_logits=True) or the clipped-probability
     Keras form (from_logits=False). Returns (loss, grad) in float64."""
     x = np.array(logits, dtype=np.float64)
@@ -222,8 +233,9 @@ def ref_binary_cross_entropy(logits, target, *, pos_weight=None, reduction="mean
             per = (1.0 - y) * x + lw * _softplus(-x)
             dper = (1.0 - y) - lw * _sigmoid(-x)
         else:
-            inside = (x >= CLIP_EPS) & (x <= 1 - CLIP_EPS)
-            p = np.clip(x, CLIP_EPS, 1 - CLIP_EPS)
+            lo, hi = clip_bounds(clip_dtype)
+            inside = (x >= lo) & (x <= hi)
+            p = np.clip(x, lo, hi)
             per = -(pw * y * np.log(p) + (1.0 - y) * np.log1p(-p))
             dper = np.where(inside, -(pw * y / p - (1.0 - y) / (1.0 - p)), 0.0)
         n = float(x.size)
@@ -456,17 +468,22 @@ def _absent_fill(num, den, absent):
 
 
 def ref_class_metrics(confusion, absent="nan"):
-    """precision / recall / iou / dice / f1 per class from a (C,C) confusion (rows=true), with the
-    value `absent` (nan/zero/one) where the denominator is 0 (sklearn zero_division semantics)."""
+    """precision / recall / iou / dice / f1 per class from a (C,C) confusion (rows=true).
+
+    lossdiag convention (Metrics.compute docstring): `absent` (nan/zero/one) is the IoU/Dice of a
+    class absent from both target and prediction (union 0; mmsegmentation / smp zero_division);
+    precision, recall and F1 are NaN wherever their denominator is 0 (sklearn zero_division=nan),
+    whatever `absent` says."""
     cm = np.asarray(confusion, dtype=np.float64)
     tp = np.diag(cm)
     t = cm.sum(axis=1)
     p = cm.sum(axis=0)
-    prec = _absent_fill(tp, p, absent)
-    rec = _absent_fill(tp, t, absent)
+    prec = _absent_fill(tp, p, "nan")
+    rec = _absent_fill(tp, t, "nan")
+    f1 = _absent_fill(2 * tp, t + p, "nan")
     iou = _absent_fill(tp, t + p - tp, absent)
     dice = _absent_fill(2 * tp, t + p, absent)
-    return {"precision": prec, "recall": rec, "iou": iou, "dice": dice, "f1": dice}
+    return {"precision": prec, "recall": rec, "iou": iou, "dice": dice, "f1": f1}
 
 
 def _mean_absent(v):

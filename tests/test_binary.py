@@ -43,6 +43,8 @@ def data(shape, seed=0, scale=4.0):
 
 
 def check(loss, grad, xr, yr, dtype, **kw):
+    if not kw.get("from_logits", True):
+        kw["clip_dtype"] = dtype  # clip bounds as the working precision represents them
     ref_loss, ref_grad = R.ref_binary_cross_entropy(xr, yr, **kw)
     if kw.get("reduction", "mean") == "none":
         assert_elem_close(loss, ref_loss, dtype)
@@ -135,6 +137,28 @@ def test_bce_float32_precision_large(backend):
     y = (r.random(x.shape) < 0.3).astype(np.float32)
     ref = R.ref_binary_cross_entropy(x.astype(np.float64), y, pos_weight=np.array(2.5))[0]
     assert_reduced_close(bce(backend, x, y, pos_weight=np.array(2.5)), ref, np.float32, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("pw", [None, 3.0])
+def test_bce_float32_precision_confident(backend, dtype, pw):
+    """Confident, correct predictions (late training): tiny losses must keep their relative
+    precision.  Written (1-y)x + softplus(-x), y=0 and x=-16 cancels to 0 in float32 (the float64
+    value is 1.1e-7); the stable form max(x,0) - x*y + log1p(exp(-|x|)) does not cancel."""
+    r = np.random.default_rng(11)
+    n = 4096
+    x64 = np.concatenate([-r.uniform(4, 16, n), r.uniform(4, 16, n)])
+    y64 = np.concatenate([np.zeros(n), np.ones(n)])
+    x, xr = cast_logits(x64, dtype)
+    pwa = None if pw is None else np.array(pw)
+    for sl in (slice(0, n), slice(n, 2 * n), slice(0, 2 * n)):
+        for red in ("mean", "sum"):
+            ref = R.ref_binary_cross_entropy(xr[sl], y64[sl], pos_weight=pwa, reduction=red)[0]
+            got = bce(backend, x[sl], y64[sl].astype(dtype), pos_weight=pwa, reduction=red)
+            assert_reduced_close(got, ref, dtype, rtol=1e-6)
+        ref = R.ref_binary_cross_entropy(xr[sl], y64[sl], pos_weight=pwa, reduction="none")[0]
+        got = bce(backend, x[sl], y64[sl].astype(dtype), pos_weight=pwa, reduction="none")
+        assert_elem_close(got, ref, dtype, atol=0)
 
 
 def test_bce_nonfinite(backend):

@@ -51,9 +51,10 @@ def sk_metrics(bs, C, ignore_index=-100, absent="nan"):
     yt = y[valid]
     pred = np.argmax(x, axis=1)[valid]
     labels = np.arange(C)
-    zd = {"nan": np.nan, "zero": 0.0, "one": 1.0}[absent]
+    # lossdiag convention (Metrics.compute docstring): `absent` is the IoU/Dice of a class absent
+    # from both target and prediction; precision/recall/F1 are NaN on 0/0 whatever `absent` is
     p, r, f1, _ = skm.precision_recall_fscore_support(yt, pred, labels=labels, average=None,
-                                                      zero_division=zd)
+                                                      zero_division=np.nan)
     iou = skm.jaccard_score(yt, pred, labels=labels, average=None,
                             zero_division=1.0 if absent == "one" else 0.0)
     if absent == "nan":
@@ -92,22 +93,24 @@ def assert_compute_equal(a, b, rtol=1e-12, what=""):
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("absent", ["nan", "zero", "one"])
 def test_compute_vs_sklearn(backend, absent):
-    C = 6
-    bs = batches(C=C, absent=(4,))  # class 4 never a target
+    C = 7
+    bs = batches(C=C, shape=(3, C, 7, 8), absent=(4, 6))  # classes 4, 6 never a target
     for x, _ in bs:
-        x[:, 5] -= 30  # class 5 never predicted
+        x[:, 5:] -= 30  # classes 5, 6 never predicted: 6 is absent, 5 has recall 0
     m = feed(ld.Metrics(C), bs, backend)
     got = m.compute(absent=absent)
     sk = sk_metrics(bs, C, absent=absent)
     np.testing.assert_array_equal(got["confusion"], sk["confusion"])
     for k in ("precision", "recall", "f1", "iou"):
         close(got[k], sk[k], 1e-12, 0, k)
-    close(got["dice"], sk["f1"], 1e-12, 0, "dice")  # per-class Dice == F1
+    # per-class Dice == F1 where defined, the `absent` value where the class is absent
+    dice = np.where(np.isnan(sk["f1"]), {"nan": np.nan, "zero": 0.0, "one": 1.0}[absent],
+                    sk["f1"])
+    close(got["dice"], dice, 1e-12, 0, "dice")
     for k in ("accuracy", "balanced_accuracy", "kappa"):
         close(got[k], sk[k], 1e-12, 0, k)
-    iou = sk["iou"]
-    close(got["mean_iou"], np.nanmean(iou), 1e-12, 0, "mean_iou")
-    close(got["mean_dice"], np.nanmean(sk["f1"]), 1e-12, 0, "mean_dice")
+    close(got["mean_iou"], np.nanmean(sk["iou"]), 1e-12, 0, "mean_iou")
+    close(got["mean_dice"], np.nanmean(dice), 1e-12, 0, "mean_dice")
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=lambda d: np.dtype(d).name)
@@ -391,8 +394,13 @@ def test_metrics_bad_input():
         ld.Metrics(3, weight=np.ones(4))
     with pytest.raises(ERR, match="label_smoothing"):
         ld.Metrics(3, label_smoothing=1.5)
-    with pytest.raises(ERR, match="axis"):
-        ld.Metrics(3, axis=2)
+    try:  # at construction or at the first update: either way naming `axis`
+        bad_axis = ld.Metrics(3, axis=2)
+    except ERR as e:
+        assert "axis" in str(e)
+    else:
+        with pytest.raises(ERR, match="axis"):
+            bad_axis.update(np.zeros((2, 3, 4)), np.zeros((2, 4), np.int64))
     m = ld.Metrics(3)
     with pytest.raises(ERR, match="logits|num_classes"):
         m.update(np.zeros((2, 4)), np.zeros(2, np.int64))  # 4 classes into a 3-class Metrics

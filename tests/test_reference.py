@@ -265,6 +265,10 @@ def test_ref_probabilities_vs_torch_autograd(axis, eps):
     assert_eq(l1, [-math.log(1e-7)])
     l2 = R.ref_cross_entropy(p1, np.array([1]), reduction="none", from_logits=False)[0]
     assert_eq(l2, [-math.log(1 - 1e-7)])
+    # float32 working precision: upper clip bound 1 - 2**-23
+    l3 = R.ref_binary_cross_entropy(np.array([1.0]), np.array([0.0]), reduction="none",
+                                    from_logits=False, clip_dtype=np.float32)[0]
+    assert_eq(l3, [-math.log(2.0**-23)])
 
 
 def test_ref_probabilities_grad_fd():
@@ -431,9 +435,9 @@ def test_ref_class_metrics_vs_sklearn(absent):
     pred = np.argmax(x, 1)
     labels = np.arange(C)
     np.testing.assert_array_equal(st["confusion"], skm.confusion_matrix(y, pred, labels=labels))
-    zd = {"nan": np.nan, "zero": 0.0, "one": 1.0}[absent]
+    # precision/recall/F1: NaN on 0/0 whatever `absent`; IoU: `absent` where the union is 0
     p, rc, f1, _ = skm.precision_recall_fscore_support(y, pred, labels=labels, average=None,
-                                                       zero_division=zd)
+                                                       zero_division=np.nan)
     iou = sk_jaccard(y, pred, labels, absent)
     m = R.ref_metrics_compute(st, absent=absent)
     assert_eq(m["precision"], p)
