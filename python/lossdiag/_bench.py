@@ -496,6 +496,7 @@ class Runner:
         self.warmup = warmup
         self.log = log
         self.rows: list[Row] = []
+        self.other_load: dict[str, float | None] = {}
 
     def _add(self, case: Case, function: str, impl: str, times: list[float], nbytes: int,
              note: str = "") -> Row:
@@ -512,6 +513,7 @@ class Runner:
         nb = x.nbytes
         kw = {"axis": ax, "ignore_index": ii}
         self.log(f"case {case.title}")
+        monitor = OtherLoad()
 
         buf = np.empty_like(x)
         np.copyto(buf, x)  # fault the pages in
@@ -591,6 +593,10 @@ class Runner:
             times, got_ev = measure(tim.evaluate, rep, wu)
             check_eval((case.name, f, "torch"), got_ev, ref_ev)
             self._add(case, f, "torch", times, nb)
+        other = monitor.value()
+        self.other_load[case.name] = other
+        if other is not None and other > 0.2:
+            self.log(f"WARNING [{case.name}]: other processes used ~{other:.2f} CPUs meanwhile")
 
 
 def fill_ratios(rows: list[Row]) -> None:
@@ -755,6 +761,11 @@ def format_header(info: dict[str, Any], titles: list[str], preset: str, repeats:
     busy = info.get("busy_cpus_before_run")
     if busy is not None and busy > 0.3:
         items.append(f"WARNING: ~{busy:.1f} CPUs were busy with other work; timings unreliable")
+    during = {k: v for k, v in info.get("other_cpus_during_case", {}).items() if v is not None}
+    if during:
+        items.append("CPUs used by other processes during each case (0 = quiet machine): "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in during.items())
+                     + ("  WARNING: timings disturbed" if max(during.values()) > 0.2 else ""))
     prefix = "- " if markdown else ""
     return "\n".join(prefix + s for s in items)
 
@@ -826,24 +837,48 @@ def _iter_cases(preset: dict[str, Any], names: list[str], seed: int):  # noqa: A
         yield Case("cls", logits, labels, 1, CLS_IGNORE)
 
 
-def _busy_cpus(interval: float = 0.25) -> float | None:
-    """CPUs kept busy by other processes over a short window (from /proc/stat), or None."""
+class OtherLoad:
+    """Average number of CPUs used by *other* processes between construction and ``value()``.
 
-    def snap() -> tuple[int, int] | None:
+    System-wide busy time from /proc/stat minus this process's own CPU time (all threads).
+    None where /proc/stat is unavailable.
+    """
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+        self.sys0 = self._system_busy()
+        self.self0 = self._self_cpu()
+
+    @staticmethod
+    def _system_busy() -> float | None:
         try:
             with open("/proc/stat") as fh:
                 v = [int(a) for a in fh.readline().split()[1:]]
+            hz = os.sysconf("SC_CLK_TCK")
         except (OSError, ValueError):
             return None
         idle = v[3] + (v[4] if len(v) > 4 else 0)
-        return sum(v[:8]) - idle, sum(v[:8])
+        return (sum(v[:8]) - idle) / hz
 
-    a = snap()
+    @staticmethod
+    def _self_cpu() -> float:
+        t = os.times()
+        return t.user + t.system
+
+    def value(self) -> float | None:
+        """Other processes' average CPU count since construction (>= 0)."""
+        sys1 = self._system_busy()
+        wall = time.perf_counter() - self.t0
+        if self.sys0 is None or sys1 is None or wall <= 0:
+            return None
+        return max(0.0, (sys1 - self.sys0 - (self._self_cpu() - self.self0)) / wall)
+
+
+def _busy_cpus(interval: float = 0.25) -> float | None:
+    """CPUs kept busy by other processes over a short window, or None."""
+    mon = OtherLoad()
     time.sleep(interval)
-    b = snap()
-    if a is None or b is None or b[1] == a[1]:
-        return None
-    return (b[0] - a[0]) / (b[1] - a[1]) * (os.cpu_count() or 1)
+    return mon.value()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -903,6 +938,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     targets = evaluate_targets(rows, args.cases)
     info = machine_info(ld, torch, threads)
     info["busy_cpus_before_run"] = load0
+    info["other_cpus_during_case"] = runner.other_load
     md = args.markdown
     print(format_header(info, titles, preset_name, repeats, warmup, md))
     print()
