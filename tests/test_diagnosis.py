@@ -330,7 +330,7 @@ def test_overfitting_plateau_is_info_and_rising_accuracy_suppresses_it():
     tl = 1.5 * np.exp(-e / 6) + 0.02
     vl = 0.9 + 0.5 * np.exp(-e / 3)
     vl[15:] = vl[15] + 0.002 * np.sin(e[15:])
-    acc_flat = np.full(40, 0.7)
+    acc_flat = 0.7 + 0.002 * np.sin(3 * e)  # flat, but not constant (constant = collapse)
     f = diagnose(History.from_arrays(e, train={"loss": tl},
                                      val={"loss": vl, "accuracy": acc_flat})).get("overfitting")
     assert f is None or f.severity == "info"
@@ -374,7 +374,8 @@ def test_decoupling_explains_with_statistics():
 def test_decoupling_reverse_and_not_for_saturated_accuracy():
     e = np.arange(30, dtype=float)
     h = History.from_arrays(e, train={"loss": 1.0 * np.exp(-e / 10)},
-                            val={"loss": 0.9 * np.exp(-e / 15) + 0.3, "accuracy": [0.61] * 30})
+                            val={"loss": 0.9 * np.exp(-e / 15) + 0.3,
+                                 "accuracy": 0.61 + 0.002 * np.sin(3 * e)})
     f = diagnose(h).get("loss-accuracy-decoupling")
     assert f.cause == "loss-falling-accuracy-flat"
     h = History.from_arrays(e, train={"loss": 1.0 * np.exp(-e / 10)},
@@ -490,7 +491,7 @@ def _reliability(conf_wrong_share: float) -> dict:
 def test_overconfident_with_statistics():
     e = np.arange(30, dtype=float)
     vl = 0.5 + 0.3 * np.exp(-e / 2) + 0.01 * np.maximum(e - 8, 0)
-    acc = np.full(30, 0.80)
+    acc = 0.80 + 0.002 * np.sin(3 * e)
     ece = np.where(e < 8, 0.02, 0.02 + 0.006 * (e - 8))
     st = [{"ece": float(ece[i]), "accuracy": 0.8,
            "reliability": _reliability(0.02 if i < 8 else 0.02 + 0.002 * (i - 8))}
@@ -626,3 +627,18 @@ def test_cli_formats_and_exit_codes(tmp_path, capsys):
                  "--map", "train/loss=trn", "--map", "val/loss=vl"]) == 0
     with pytest.raises(SystemExit):
         _cli(["diagnose", "x.csv", "--num-classes", "1"])
+
+
+def test_one_class_output_on_balanced_labels_is_not_a_majority_collapse():
+    """At initialisation a network often outputs one class; with balanced labels that is not
+    a collapse from imbalance (the seeds of the LR-too-low scenario show it)."""
+    e = np.arange(30, dtype=float)
+    st = [_stats([0.26, 0.25, 0.25, 0.24], 0.26, [1.0, 0, 0, 0])] * 30
+    h = History.from_arrays(e, train={"loss": 1.80 - 0.0004 * e},
+                            val={"loss": 1.85 - 0.0004 * e, "accuracy": [0.26] * 30},
+                            stats=st, lr=[1e-6] * 30)
+    f = diagnose(h).get("stuck")
+    assert f.cause == "lr-too-low"
+    h = History.from_arrays(e, train={"loss": 1.80 - 0.0004 * e},
+                            val={"loss": 1.85 - 0.0004 * e, "accuracy": [0.26] * 30})
+    assert diagnose(h, num_classes=4).get("stuck").cause == "lr-too-low"

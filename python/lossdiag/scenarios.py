@@ -69,11 +69,11 @@ _MLP_DEFAULTS: dict[str, Any] = dict(
     num_classes=4, n_train=1200, n_val=600, dim_signal=8, dim_noise=8, sep=2.0,
     hidden=32, lr=0.05, momentum=0.9, batch=32, epochs=40, weight_decay=0.0,
     label_noise=0.0, val_label_noise=None, class_prior=None, lr_schedule=None, init_scale=1.0,
-    clusters=1)
+    clusters=1, corrupt_epoch=None)
 _SEG_DEFAULTS: dict[str, Any] = dict(
     num_classes=4, size=16, n_train=48, n_val=16, features=6, sep=1.0, noise=1.5,
     lr=0.5, momentum=0.9, batch=8, epochs=40, weight_decay=0.0, label_noise=0.0,
-    val_label_noise=None,
+    val_label_noise=None, corrupt_epoch=None,
     class_prior=None, lr_schedule=None, blob=2.0)
 
 SCENARIOS: dict[str, Scenario] = {
@@ -108,6 +108,18 @@ SCENARIOS: dict[str, Scenario] = {
                  causes={"overfitting": "val-loss-rising"}, allowed=("overconfident",),
                  params=dict(n_train=100, dim_noise=60, hidden=512, sep=1.0, lr=0.004,
                              batch=20, epochs=60)),
+        Scenario("overconfident-mlp", "mlp", "20% noisy training and validation labels "
+                 "memorised by a large MLP: validation loss and calibration error grow, "
+                 "accuracy does not",
+                 ("overfitting", "overconfident"),
+                 causes={"overconfident": "confident-mistakes"},
+                 params=dict(n_train=400, label_noise=0.2, dim_noise=10, hidden=256, sep=1.5,
+                             lr=0.01, batch=20, epochs=60)),
+        Scenario("nan-input-mlp", "mlp", "a corrupted sample with inf features enters the training "
+                 "set at epoch 12: the loss becomes NaN suddenly", ("non-finite",),
+                 causes={"non-finite": "sudden"},
+                 params=dict(n_train=2000, dim_noise=2, hidden=16, lr=0.01, corrupt_epoch=12,
+                             epochs=30)),
         Scenario("noisy-labels-mlp", "mlp", "ambiguous validation labels (35% random) on "
                  "multi-cluster classes: validation loss flat while accuracy rises",
                  ("loss-accuracy-decoupling",),
@@ -119,9 +131,14 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario("slow-tail-seg", "seg", "near-separable pixels, small learning rate: "
                  "diminishing returns", ("slow-tail",), params=dict(
                      sep=3.0, noise=0.5, lr=0.01, momentum=0.0, epochs=50)),
-        Scenario("oscillating-mlp", "mlp", "large learning rate with a batch of 2",
+        Scenario("oscillating-mlp", "mlp", "large learning rate with a batch of 2 (the noise "
+                 "also inflates the weights: confident mistakes may follow)",
+                 ("oscillating",), causes={"oscillating": "lr-batch-noise"},
+                 allowed=("overconfident",), params=dict(
+                     n_train=1200, dim_noise=2, batch=2, lr=0.25, momentum=0.0, epochs=30)),
+        Scenario("oscillating-seg", "seg", "large learning rate with a batch of 1 image",
                  ("oscillating",), causes={"oscillating": "lr-batch-noise"}, params=dict(
-                     n_train=1200, dim_noise=2, batch=2, lr=0.2, momentum=0.0, epochs=30)),
+                     batch=1, lr=10.0, momentum=0.0, epochs=30)),
     ]
 }
 
@@ -273,12 +290,12 @@ def run_scenario(name: str, seed: int = 0, *, quick: bool = False,
     for a tqdm bar or a callable ``progress(epoch, epochs, record)``.  Deterministic per
     (name, seed, quick).  Requires the compiled lossdiag core.
     """
-    import lossdiag as ld  # the compiled core: cross_entropy_grad, accuracy, Metrics
-
     if not isinstance(name, str) or name not in SCENARIOS:
         raise ValueError(f"name must be one of {sorted(SCENARIOS)}, got {name!r}")
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
         raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    import lossdiag as ld  # the compiled core: cross_entropy_grad, accuracy, Metrics
+
     sc = SCENARIOS[name]
     p = _params(sc, quick)
     rng = np.random.default_rng([int(seed), zlib.crc32(name.encode()), 20240531])
@@ -314,6 +331,10 @@ def run_scenario(name: str, seed: int = 0, *, quick: bool = False,
     with np.errstate(all="ignore"):
         for epoch in range(epochs):
             lr = _lr_at(p, epoch)
+            if p["corrupt_epoch"] is not None and epoch == p["corrupt_epoch"]:
+                # a corrupted sample appears (e.g. a bad file / augmentation bug): inf inputs
+                xtr = xtr.copy()
+                xtr[int(rng.integers(0, n))] = np.inf
             perm = rng.permutation(n)
             loss_sum = 0.0
             correct = 0.0

@@ -48,9 +48,12 @@ def check(view: RunView) -> list[Finding]:
     ssm = np.interp(x, sc.x, smooth(sc.y, w if len(sc) >= 3 * w else 3))
     level = float(np.median(lsm))
     lrange = float((lsm.max() - lsm.min()) / level) if level > 0 else math.inf
+    net = float((lsm[-1] - lsm[0]) / lsm[0]) if lsm[0] > 0 else math.inf
     s0, s1 = float(ssm[0]), float(ssm[-1])
     sig_s = noise_sigma(sc.y)
     sig_s = sig_s if math.isfinite(sig_s) else 0.0
+    sig_l = noise_sigma(v.y)
+    sig_l = sig_l if math.isfinite(sig_l) else 0.0
     rise = s1 - s0
     train_fall = None
     if view.train_loss is not None and len(view.train_loss) >= 3:
@@ -66,16 +69,27 @@ def check(view: RunView) -> list[Finding]:
     best_loss_x = float(x[int(np.argmin(lsm))])
     best_score_x = float(sc.x[int(np.argmax(smooth(sc.y, 3)))])
     cause = None
-    if lrange <= th.decouple_flat and rise >= th.decouple_min_score_rise and \
+    # "flat" is relative to what the accuracy did: a loss that falls by a small fraction of the
+    # relative accuracy gain has not followed it
+    allowed_fall = max(th.decouple_flat, th.decouple_loss_per_score * rise / max(s0, 1e-9))
+    if -allowed_fall <= net <= th.decouple_max_rise and lrange <= th.decouple_max_range \
+            and \
+            rise >= th.decouple_min_score_rise and \
             rise >= 0.1 * max(s0, 1e-9) and rise >= th.noise_sigmas * sig_s and learning:
         cause = "loss-flat-accuracy-rising"
     else:
-        fall = float((lsm[0] - lsm[-1]) / lsm[0]) if lsm[0] > 0 else 0.0
-        if fall >= th.decouple_min_loss_fall and abs(rise) <= max(th.decouple_flat_score,
-                                                                    2 * sig_s) \
+        # reverse case, read after the initial transient (the first fifth of the run), where
+        # a falling loss with a flat accuracy is expected of any healthy run
+        a = n // 5
+        fall = float((lsm[a] - lsm[-1]) / lsm[a]) if lsm[a] > 0 else 0.0
+        drift = float(ssm[-1] - ssm[a])
+        if fall >= th.decouple_min_loss_fall and abs(drift) <= max(th.decouple_flat_score,
+                                                                     2 * sig_s) \
+                and lsm[a] - lsm[-1] >= th.noise_sigmas * sig_l \
                 and max(s0, s1) < 0.98 and learning:
             cause = "loss-falling-accuracy-flat"
             ev["val_loss_fall"] = fall
+            ev["from"] = float(x[a])
     if cause is None:
         return []
     st0 = view.stats_at(float(x[0])) if view.stats else None
@@ -101,7 +115,8 @@ def check(view: RunView) -> list[Finding]:
     geo = math.exp(-level)
     if cause == "loss-flat-accuracy-rising":
         title = "validation accuracy rises while validation loss stays flat"
-        expl = (f"The validation loss stays around {fmt(level)} (range {pct(lrange)}) while "
+        expl = (f"The validation loss stays around {fmt(level)} ({fmt(lsm[0])} -> {fmt(lsm[-1])})"
+                " while "
                 f"'{sc.key}' rises from {fmt(s0)} to {fmt(s1)}"
                 + (f" and the training loss falls by {pct(train_fall)}" if train_fall else "")
                 + ". This is legitimate: cross-entropy only looks at the probability given to "
@@ -128,8 +143,9 @@ def check(view: RunView) -> list[Finding]:
                                "both metrics")]
     else:
         title = "validation loss falls while accuracy stays flat"
-        expl = (f"The validation loss fell by {pct(ev['val_loss_fall'])} ({fmt(lsm[0])} -> "
-                f"{fmt(lsm[-1])}) while '{sc.key}' stayed at about {fmt(s1)}: the model is "
+        expl = (f"From {u} {fmt(ev['from'])} the validation loss fell by "
+                f"{pct(ev['val_loss_fall'])} ({fmt(lsm[n // 5])} -> {fmt(lsm[-1])}) while "
+                f"'{sc.key}' stayed at about {fmt(s1)}: the model is "
                 "becoming more confident on samples it already classifies correctly (and less "
                 "confident on its mistakes) without changing any argmax, so the loss improves "
                 "and the accuracy does not." + stats_txt)
@@ -140,5 +156,5 @@ def check(view: RunView) -> list[Finding]:
                                "larger model, more data, better features",
                                "the current model has stopped finding new correct answers")]
     view.found[CODE] = {"cause": cause}
-    return [Finding(CODE, "info", title, float(x[0]), float(x[-1]), expl, ev, recs,
+    return [Finding(CODE, "info", title, float(ev.get("from", x[0])), float(x[-1]), expl, ev, recs,
                     cause=cause, unit=u, series=[v.key, sc.key])]

@@ -40,7 +40,8 @@ def _analyse(s: Series, view: RunView, *, val_only: bool) -> dict | None:
     if n < 3 or np.any(y <= 0):
         return None
     sm = smooth(y, _window(n, th.smooth_window))
-    run_min = np.minimum.accumulate(sm)
+    # rise of the (persistent, smoothed) loss above the lowest value actually seen before it
+    run_min = np.minimum(np.minimum.accumulate(sm), np.minimum.accumulate(y))
     ratio = sm / run_min
     j = int(np.argmax(ratio))
     i0 = int(np.argmin(sm[: j + 1]))
@@ -85,10 +86,12 @@ def check(view: RunView) -> list[Finding]:
     for s, val_only in cands:
         res = _analyse(s, view, val_only=val_only)
         if res is not None and val_only and view.train_loss is not None:
-            # validation loss rising while the training loss keeps falling is overfitting
+            # validation loss rising while the training loss only falls is overfitting
             t = view.train_loss
             sel = t.x >= s.x[res["i0"]]
-            if sel.sum() >= 3 and spearman(t.x[sel], t.y[sel]) < 0:
+            ty = t.y[sel]
+            t_rise = float(np.max(ty / np.minimum.accumulate(ty))) if ty.size else 1.0
+            if sel.sum() >= 3 and spearman(t.x[sel], ty) < 0 and t_rise < th.diverge_min_rise:
                 res = None
         if res is not None:
             break

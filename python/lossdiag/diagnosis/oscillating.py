@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ._stats import RunView, SkipCheck, fmt, noise_sigma, pct, zigzag
+from ._stats import RunView, Series, SkipCheck, fmt, noise_sigma, pct, zigzag
 from .report import Finding, Recommendation
 
 CODE = "oscillating"
@@ -38,15 +38,19 @@ def _nice_factor(f: float) -> float:
 
 def check(view: RunView) -> list[Finding]:
     th = view.th
-    if "diverging" in view.found:
-        raise SkipCheck("the loss diverges (see 'diverging')")
+    div = view.found.get("diverging")
     cands = [s for s in (view.val_loss, view.train_loss) if s is not None]
+    if div is not None:
+        # measure the noise only before the divergence started
+        cands = [Series(s.key, s.x[s.x < div["start"]], s.y[s.x < div["start"]], s.raw_n)
+                 for s in cands]
     if not cands:
         raise SkipCheck("no loss curve")
     need = max(th.min_points, 8)
     cands = [s for s in cands if len(s) >= need]
     if not cands:
-        raise SkipCheck(f"fewer than {need} loss values")
+        raise SkipCheck(f"fewer than {need} loss values"
+                        + (" before the divergence" if div is not None else ""))
     u = view.unit
     measured: dict[str, dict[str, float]] = {}
     for s in cands:

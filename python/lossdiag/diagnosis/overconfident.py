@@ -8,12 +8,13 @@ confident raise the loss although the argmax, and so the accuracy, does not move
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from ._stats import RunView, SkipCheck, fmt, pct, smooth
+from ._stats import RunView, SkipCheck, fmt, noise_sigma, pct, smooth
 from .report import Finding, Recommendation
 
 CODE = "overconfident"
@@ -68,17 +69,19 @@ def check(view: RunView) -> list[Finding]:
     sm = smooth(v.y, w)
     b = int(np.argmin(sm))
     rise = float(sm[-1] / sm[b] - 1.0)
-    if rise < th.overconf_min_rise or n - 1 - b < 2:
+    sig = noise_sigma(v.y)
+    if rise < th.overconf_min_rise or n - 1 - b < 2 or (
+            math.isfinite(sig) and sm[-1] - sm[b] < th.noise_sigmas * sig):
         return []
     ssm = np.interp(v.x, sc.x, smooth(sc.y, 3))
     dscore = float(ssm[-1] - ssm[b])
-    if abs(dscore) > th.overconf_max_score_change:
-        return []
+    if dscore > th.overconf_max_score_change:
+        return []  # accuracy still rising: see loss-accuracy-decoupling
     ex, ey = ece
     xb, xl = float(v.x[b]), float(v.x[-1])
     e_b = float(ey[int(np.argmin(np.abs(ex - xb)))])
     e_l = float(np.median(ey[-min(3, len(ey)):]))
-    if not (e_l - e_b >= th.overconf_min_ece_rise and e_l >= 1.5 * e_b):
+    if not (e_l - e_b >= th.overconf_min_ece_rise and e_l >= th.overconf_ece_ratio * e_b):
         return []
     st_b, st_l = view.stats_at(xb) or {}, view.stats_at(xl) or {}
     ev: dict[str, Any] = {"best_epoch" if u == "epoch" else "best_step": xb,
@@ -104,8 +107,10 @@ def check(view: RunView) -> list[Finding]:
     if "mean_confidence_last" in ev:
         mc_txt = (f" At the end the model is on average {pct(ev['mean_confidence_last'])} "
                   f"confident but right {pct(ev['accuracy_last'])} of the time.")
+    acc_txt = (f"the accuracy changed by only {fmt(dscore)}" if dscore > -0.03 else
+               f"the accuracy did not improve ({fmt(dscore)})")
     expl = (f"From {u} {fmt(xb)} the validation loss rose from {fmt(sm[b])} to {fmt(sm[-1])} "
-            f"(+{pct(rise)}) while the accuracy changed by only {fmt(dscore)}, and the expected "
+            f"(+{pct(rise)}) while {acc_txt}, and the expected "
             f"calibration error grew from {fmt(e_b)} to {fmt(e_l)}: the model is making the same "
             "mistakes with more and more confidence." + cw_txt + mc_txt + " Cross-entropy "
             "punishes a confident mistake without bound (a wrong answer at 90% confidence costs "

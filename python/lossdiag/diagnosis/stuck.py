@@ -62,6 +62,9 @@ def _majority_collapse(view: RunView) -> dict[str, Any] | None:
         freq = view.label_freq
         maj = int(np.argmax(freq))
         rate = float(freq[maj])
+        present = freq[freq > 0]
+        if present.size < 2 or present.max() / present.min() < th.imbalance_ratio:
+            return None  # balanced labels: a one-class output is not a majority collapse
         sig = noise_sigma(sc.y)
         tol = max(th.stuck_majority_tol, 2 * sig if math.isfinite(sig) else 0.0)
         if abs(acc_late - rate) > tol:
@@ -89,8 +92,8 @@ def _majority_collapse(view: RunView) -> dict[str, Any] | None:
     # no label frequencies: a constant accuracy means constant predictions ...
     mode = float(np.median(sc.y))
     same = np.abs(sc.y - mode) < 1e-4
-    if same.mean() < th.stuck_constant_score_frac or not 0 < mode < 1:
-        return None
+    if same.mean() < th.stuck_constant_score_frac or not 0.5 < mode < 1:
+        return None  # a constant prediction scores > 50% only if one class dominates
     # ... but only if the loss is compatible with them: predicting one class for everything,
     # right a fraction a of the time, costs at least the binary entropy h(a) per sample
     loss = view.val_loss if sc.split == "val" else view.train_loss
@@ -149,7 +152,7 @@ def check(view: RunView) -> list[Finding]:
         ev["lr"] = lr
 
     cause = None
-    if collapse is not None and (late_flat or at_prior):
+    if collapse is not None:
         cause = "majority-collapse"
     elif flat and rho <= -th.stuck_lr_low_consistency:
         cause = "lr-too-low"

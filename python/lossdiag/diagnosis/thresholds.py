@@ -93,13 +93,21 @@ class Thresholds:
     overconf_min_rise: float = _t(0.10, "overconfident", "validation loss rises by this "
                                   "fraction above its best ...")
     overconf_max_score_change: float = _t(0.03, "overconfident", "... while the accuracy "
-                                          "changes by less than this (absolute) ...")
+                                          "does not rise by more than this (absolute) ...")
     overconf_min_ece_rise: float = _t(0.02, "overconfident", "... and the calibration error "
-                                      "(ECE) grows by at least this (absolute) and 1.5x")
+                                      "(ECE) grows by at least this (absolute) ...")
+    overconf_ece_ratio: float = _t(1.25, "overconfident", "... and by at least this factor")
 
     # ------------------------------------------------------------------ decoupling
-    decouple_flat: float = _t(0.06, "loss-accuracy-decoupling", "validation loss range "
-                              "(smoothed max-min) within this fraction of its level: 'flat'")
+    decouple_flat: float = _t(0.06, "loss-accuracy-decoupling", "validation loss (smoothed) "
+                              "falls by less than this fraction from first to last point ...")
+    decouple_loss_per_score: float = _t(0.35, "loss-accuracy-decoupling", "... or by less than "
+                                        "this x the relative accuracy gain ...")
+    decouple_max_rise: float = _t(0.15, "loss-accuracy-decoupling", "... and rises by less than "
+                                  "this ...")
+    decouple_max_range: float = _t(0.12, "loss-accuracy-decoupling", "... and its range (max - "
+                                   "min) stays within this fraction of its level: 'roughly "
+                                   "flat' (a U-shaped loss is overfitting, not decoupling)")
     decouple_min_score_rise: float = _t(0.05, "loss-accuracy-decoupling", "accuracy rises "
                                         "by at least this (absolute) and 10% relative")
     decouple_min_loss_fall: float = _t(0.10, "loss-accuracy-decoupling", "reverse case: loss "
@@ -126,7 +134,7 @@ class Thresholds:
     # ------------------------------------------------------------------ oscillating
     osc_min_rel_noise: float = _t(0.10, "oscillating", "robust noise sigma of the loss / its "
                                   "level above this ...")
-    osc_min_zigzag: float = _t(0.5, "oscillating", "... and this share of consecutive changes "
+    osc_min_zigzag: float = _t(0.35, "oscillating", "... and this share of consecutive changes "
                                "reverse direction (noise, not trend)")
     osc_target_rel_noise: float = _t(0.03, "oscillating", "noise level to aim for; the LR / "
                                      "batch factor is computed from it")
