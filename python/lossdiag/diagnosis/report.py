@@ -256,7 +256,9 @@ class Diagnosis:
             for s, style in ((view.train_score, "-"), (view.val_score, "--")):
                 if s is not None and len(s):
                     ax2.plot(s.x, s.y, style, label=s.key, lw=1.4)
-            if view.majority_rate is not None:
+            lf = view.label_freq
+            if view.majority_rate is not None and lf is not None and lf.min() > 0 and \
+                    lf.max() / lf.min() >= view.th.imbalance_ratio:
                 ax2.axhline(view.majority_rate, color="purple", lw=0.8, ls=":",
                             label="majority-class rate")
             ax2.set_ylabel(view.score_name or "score")
