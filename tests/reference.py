@@ -100,8 +100,16 @@ def log_softmax(x):
         m = np.max(x, axis=-1, keepdims=True) if x.shape[-1] > 0 else np.zeros(x.shape[:-1] + (1,))
         # all -inf row: max is -inf, x - max is NaN -> NaN row (as torch)
         z = x - m
-        s = np.sum(np.exp(z), axis=-1, keepdims=True)
-        return z - np.log(s)
+        # log(sum exp z) = log1p(sum of exp z over all entries but one maximum): accurate when
+        # the row is saturated (e.g. log(1 + 6e-18) must not round to 0)
+        e = np.exp(z)
+        if x.shape[-1] > 0:
+            np.put_along_axis(e, np.argmax(np.where(np.isnan(z), -np.inf, z), axis=-1)[..., None],
+                              0.0, axis=-1)
+        lse = np.log1p(np.sum(e, axis=-1, keepdims=True))
+        # any NaN in z (NaN logit, +inf logit, all -inf row) makes the whole row NaN, as in torch
+        rownan = np.any(np.isnan(z), axis=-1, keepdims=True)
+        return np.where(rownan, np.nan, z - lse)
 
 
 def softmax(x):
@@ -190,12 +198,46 @@ def ref_cross_entropy(logits, target, *, axis=1, weight=None, ignore_index=-100,
         per = np.where(valid, per, 0.0)
         dper = np.where(valid[..., None], dper, 0.0)
         loss = _reduce(per, denom, reduction)
+        grad = dper
         if reduction == "mean":
-            # torch: ignored elements get a zero gradient even when the mean is 0/0 = NaN
-            grad = dper / denom if denom != 0 else np.zeros_like(dper)
-        else:
-            grad = dper
+            if denom != 0:
+                grad = dper / denom
+            elif valid.any():
+                # torch: counted elements but sum(w[target]) == 0 -> NaN loss (its nll term is
+                # 0/0, even if the smoothing term alone would be x/0 = inf) and NaN gradient
+                loss = float("nan")
+                grad = np.where(valid[..., None], np.nan, np.zeros_like(dper))
+            else:
+                # torch: nothing counted -> NaN loss but a zero gradient
+                grad = np.zeros_like(dper)
     return loss, _restore_class_axis(grad, axis, ndim)
+
+
+def ce_scales(logits, target, *, axis=1, weight=None, ignore_index=-100, label_smoothing=0.0,
+              reduction="mean", **_):
+    """(abs_scale, grad_unit) for tolerances of float32 kernels.
+
+    abs_scale = sum over counted elements of (w_y + eps/C * sum_c w_c): the absolute error of a
+    summed loss is a few float ulps times this (saturated rows: log(1 + tiny) has an absolute,
+    not a relative, error).  grad_unit = max weight (divided by the "mean" denominator): the
+    natural unit of the gradient entries (p_y - 1 for a saturated row has an absolute error of
+    ~ulp(1) * unit).  Both are divided by the denominator for reduction="mean"."""
+    X = _move_class_last(logits, axis)
+    C = X.shape[-1]
+    w = np.ones(C) if weight is None else np.asarray(weight, dtype=np.float64)
+    eps = float(label_smoothing)
+    wmax = float(w.max(initial=0.0))
+    if is_hard_target(target):
+        lab, valid = labels_and_mask(target, C, ignore_index)
+        abs_scale = float(np.sum((w[lab] + eps / max(C, 1) * w.sum())[valid]))
+        denom = float(np.sum(w[lab][valid]))
+    else:
+        n = X.size // max(C, 1)
+        abs_scale = n * wmax * 2.0
+        denom = float(n)
+    if reduction == "mean":
+        return (abs_scale / denom, wmax / denom) if denom > 0 else (0.0, 0.0)
+    return abs_scale, wmax
 
 
 def ref_cross_entropy_none(logits, target, **kw):
@@ -383,6 +425,8 @@ def ref_evaluate(logits, target, *, axis=1, weight=None, ignore_index=-100, labe
     r["_conf"] = conf[vf]
     r["_margin"] = margin[vf]
     r["_per"] = per
+    r["_abs_scale"], _ = ce_scales(logits, target, reduction="sum", **kw)
+    r["_grad_unit"] = ce_scales(logits, target, reduction="mean", **kw)[1]
     r["_lab"] = lab[vf]
     r["_pred"] = pred[vf]
     r["_top1"] = top1[vf]
@@ -432,6 +476,10 @@ def ref_evaluate_binary(logits, target, *, pos_weight=None, threshold=0.0, bins=
     r["accuracy"] = r["correct"][1] / x.size if x.size else float("nan")
     r["_p_true"], r["_conf"], r["_margin"] = p_true[vf], conf[vf], margin[vf]
     r["_lab"], r["_pred"], r["_top1"], r["_per"] = lab[vf], pred[vf], top1[vf], per
+    pwb = np.broadcast_to(np.ones(()) if pos_weight is None else np.asarray(pos_weight, float),
+                          x.shape)
+    r["_abs_scale"] = float(np.sum(1.0 + pwb))
+    r["_grad_unit"] = float(np.max(1.0 + pwb, initial=1.0)) / max(x.size, 1)
     return r
 
 

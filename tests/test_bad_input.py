@@ -206,6 +206,22 @@ def test_bad_out(kind, dtype):
         ld.evaluate(x, Y4, grad=True, out=out)
 
 
+@pytest.mark.parametrize("which", ["logits", "target"])
+def test_non_native_byte_order(which):
+    """Big-endian arrays: either computed correctly or refused naming the argument."""
+    x, y = X4, Y4
+    if which == "logits":
+        x = X4.astype(">f8")
+    else:
+        y = Y4.astype(">i4")
+    try:
+        got = ld.cross_entropy(x, y)
+    except ERR as e:
+        assert which in str(e), str(e)
+    else:
+        assert_reduced_close(got, R.ref_cross_entropy(X4, Y4)[0], np.float64)
+
+
 def test_readonly_logits_as_out():
     x = _readonly(X4)
     with raises("out"):
@@ -215,7 +231,7 @@ def test_readonly_logits_as_out():
 # ------------------------------------------------------------------------------------------------
 # top_k, bins, pos_weight, binary target
 # ------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("k", [0, -1, 4, 100])
+@pytest.mark.parametrize("k", [0, -1, 4, 100, 1.5, "2", None])
 def test_bad_top_k(k):
     with raises("top_k"):
         ld.accuracy(X, Y, top_k=k)

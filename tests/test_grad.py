@@ -145,6 +145,20 @@ def test_grad_all_ignored_and_empty(backend):
         assert math.isnan(loss) and g.shape == shape and g.dtype == np.float32
 
 
+@pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_grad_zero_weight_sum(backend, eps):
+    """Counted elements whose target weights are all 0: "mean" is NaN (torch: 0/0 nll term) and
+    torch's gradient is NaN on the counted rows, 0 on the ignored ones."""
+    x, _ = make_case((3, 4), 1, seed=44)
+    y = np.array([0, 0, -100])
+    w = np.array([0.0, 1.0, 2.0, 1.0])
+    loss, g = ce_grad(backend, x, y, weight=w, label_smoothing=eps)
+    assert math.isnan(loss)
+    ref_loss, ref_grad = R.ref_cross_entropy(x, y, weight=w, label_smoothing=eps)
+    assert math.isnan(ref_loss)
+    assert np.all(np.isnan(g[:2])) and np.all(g[2] == 0), g
+
+
 # ------------------------------------------------------------------------------------------------
 # finite differences (tiny float64 inputs)
 # ------------------------------------------------------------------------------------------------

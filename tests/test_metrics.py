@@ -188,6 +188,38 @@ def test_small_margin_correct_frac_definition(backend):
     close(got["small_margin_correct_frac"], ref, 1e-12, 0, "small_margin_correct_frac")
 
 
+@pytest.mark.parametrize("kind", ["channels_last", "soft", "float32_uint8"])
+def test_compute_layouts_and_targets(backend, kind):
+    C = 5
+    r = np.random.default_rng(35)
+    bs_ref, bs_in, kw = [], [], {}
+    for i in range(3):
+        x, y = make_case((2, C, 6, 7), 1, seed=35 + i, ignore_index=255, frac_ignored=0.1,
+                         label_dtype=np.uint8)
+        if kind == "channels_last":
+            bs_in.append((np.ascontiguousarray(np.moveaxis(x, 1, -1)), y))
+            bs_ref.append((x, y))
+            kw = dict(axis=-1, ignore_index=255)
+        elif kind == "soft":
+            t = R.softmax(r.normal(size=(2, 6, 7, C)) * 2)
+            t = np.ascontiguousarray(np.moveaxis(t, -1, 1))
+            bs_in.append((x, t))
+            bs_ref.append((x, t))
+        else:
+            bs_in.append((x.astype(np.float32), y))
+            bs_ref.append((x.astype(np.float32).astype(np.float64), y))
+            kw = dict(ignore_index=255)
+    got = feed(ld.Metrics(C, **kw), bs_in, backend).compute()
+    ref_kw = {k: v for k, v in kw.items() if k != "axis"}
+    ref = ref_compute(bs_ref, **ref_kw)
+    rt = 1e-5 if kind == "float32_uint8" else 1e-12
+    for k in ("loss", "accuracy", "mean_entropy", "mean_true_class_prob"):
+        close(got[k], ref[k], rt, 0, k)
+    for k in ("iou", "precision", "recall", "label_freq"):
+        close(got[k], ref[k], 1e-12, 0, k)
+    np.testing.assert_array_equal(got["confusion"], ref["confusion"])
+
+
 # ------------------------------------------------------------------------------------------------
 # accumulation, merge, state_dict, reset
 # ------------------------------------------------------------------------------------------------
@@ -410,6 +442,12 @@ def test_metrics_bad_input():
         m.compute(absent="ignore")
     with pytest.raises(ERR):
         m.merge(ld.Metrics(4))
+    for other in (ld.Metrics(3, bins=10), ld.Metrics(3, top_k=(1, 2)),
+                  ld.Metrics(3, imagewise=True)):
+        with pytest.raises(ERR):  # a different configuration cannot be merged
+            m.merge(other)
+    with pytest.raises(ERR):
+        m.load_state_dict({})
     with pytest.raises(ERR):  # a 4-class state into a 3-class Metrics
         m.load_state_dict(ld.Metrics(4).state_dict())
     # a failed update leaves the state untouched

@@ -15,15 +15,16 @@ from conftest import (
     assert_reduced_close,
     cast_logits,
     check_stats,
+    tol,
 )
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import lossdiag as ld
 import reference as R
 
-SETTINGS = settings(max_examples=80, deadline=None, derandomize=False,
+SETTINGS = settings(max_examples=150, deadline=None, derandomize=False,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 FLOATS = [np.float16, np.float32, np.float64]
@@ -82,26 +83,17 @@ def loss_options(draw, C):
     return o
 
 
-def abs_slack(xr, yr, opts, dtype):
-    """sum over counted elements of (w_y + eps/C * sum_c w_c) * k, k ~ a few float ulps of 1."""
-    k = 1e-15 if dtype == np.float64 else 4e-7
-    X = R._move_class_last(xr, opts["axis"])
-    C = X.shape[-1]
-    w = np.ones(C) if opts.get("weight") is None else np.asarray(opts["weight"], np.float64)
-    eps = opts.get("label_smoothing", 0.0)
-    if R.is_hard_target(yr):
-        lab, valid = R.labels_and_mask(yr, C, opts.get("ignore_index", -100))
-        per = w[lab] + eps / C * w.sum()
-        return k * float(np.sum(per[valid]))
-    return k * float(X.size / max(C, 1)) * float(w.max(initial=0.0)) * 2
-
-
 @SETTINGS
 @given(data=st.data())
 def test_cross_entropy_and_grad(data):
     x, xr, y, yr, dtype, opts, C = data.draw(problems())
     opts.update(data.draw(loss_options(C)))
     red = data.draw(st.sampled_from(["mean", "sum", "none"]))
+    if red == "mean" and opts.get("weight") is not None and R.is_hard_target(yr):
+        # counted elements with sum(w[target]) == 0 have their own test
+        # (test_grad.py::test_grad_zero_weight_sum); keep it from masking other findings here
+        lab, valid = R.labels_and_mask(yr, C, opts["ignore_index"])
+        assume(not (valid.any() and np.sum(opts["weight"][lab][valid]) == 0))
     ref_loss, ref_grad = R.ref_cross_entropy(xr, yr, reduction=red, **opts)
     loss = ld.cross_entropy(x, y, reduction=red, **opts)
     loss2, g = ld.cross_entropy_grad(x, y, reduction=red, **opts)
@@ -111,13 +103,18 @@ def test_cross_entropy_and_grad(data):
     else:
         # near-zero per-element losses (saturated rows) carry an absolute error of a few ulp(1)
         # times the weights involved: allow that, summed (and divided by the mean denominator)
-        atol = abs_slack(xr, yr, opts, dtype)
-        if red == "mean":
-            den = R.ref_evaluate(xr, yr, **opts)["weight_sum"] if x.size else 0.0
-            atol = atol / den if den else 0.0
-        assert_reduced_close(loss, ref_loss, dtype, atol=atol)
-        assert_reduced_close(loss2, ref_loss, dtype, atol=atol)
-    assert_grad_close(g, ref_grad, dtype)
+        atol = (1e-15 if dtype == np.float64 else 4e-7) * R.ce_scales(xr, yr, reduction=red,
+                                                                       **opts)[0]
+        # the ~1e-6 reduced-loss tolerance presumes many elements whose rounding errors average
+        # out; a loss over n elements is allowed the per-element tolerance / sqrt(n) (n = 1: the
+        # per-element spec itself).  The deterministic precision tests keep 1e-6 on big batches.
+        n = max(1, int(np.prod(ref_grad.shape)) // max(C, 1))
+        t = tol(dtype)
+        rtol = max(t["reduced"], t["elem_rtol"] / math.sqrt(n))
+        assert_reduced_close(loss, ref_loss, dtype, rtol=rtol, atol=atol)
+        assert_reduced_close(loss2, ref_loss, dtype, rtol=rtol, atol=atol)
+    assert_grad_close(g, ref_grad, dtype,
+                      unit=R.ce_scales(xr, yr, reduction=red, **opts)[1])
 
 
 @SETTINGS
@@ -130,7 +127,7 @@ def test_accuracy(data):
     assert (math.isnan(got) and math.isnan(ref)) or got == pytest.approx(ref, rel=1e-15)
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_evaluate(data):
     x, xr, y, yr, dtype, opts, C = data.draw(problems(soft_ok=False))
@@ -168,8 +165,10 @@ def test_binary_cross_entropy(data):
                                                                reduction="none")[0])))
         if red == "mean" and x.size:
             scale /= x.size
-        assert_reduced_close(loss, ref_loss, dtype, atol=(1e-13 if dtype == np.float64 else 1e-6)
-                             * scale)
+        t = tol(dtype)
+        rtol = max(t["reduced"], t["elem_rtol"] / math.sqrt(max(1, x.size)))  # as for CE
+        assert_reduced_close(loss, ref_loss, dtype, rtol=rtol,
+                             atol=(1e-13 if dtype == np.float64 else 1e-6) * scale)
     assert_grad_close(g, ref_grad, dtype)
     thr = data.draw(st.floats(-3, 3))
     acc = ld.binary_accuracy(x, y, threshold=thr)

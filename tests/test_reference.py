@@ -180,6 +180,21 @@ def test_ref_ce_all_ignored_and_empty_vs_torch():
 
 @needs_torch
 @pytest.mark.parametrize("eps", [0.0, 0.1])
+def test_ref_ce_zero_weight_sum_vs_torch(eps):
+    # counted elements whose target weights are all 0: torch gives NaN loss and NaN gradient
+    x = rng(21).normal(size=(3, 4))
+    y = np.array([0, 0, -100])
+    w = np.array([0.0, 1.0, 2.0, 1.0])
+    for red in ("mean", "sum", "none"):
+        tl, tg = torch_ce(x, y, weight=w, label_smoothing=eps, reduction=red)
+        rl, rg = R.ref_cross_entropy(x, y, weight=w, label_smoothing=eps, reduction=red)
+        assert_eq(rl, tl)
+        assert_eq(rg, tg)
+    assert math.isnan(R.ref_cross_entropy(x, y, weight=w, label_smoothing=eps)[0])
+
+
+@needs_torch
+@pytest.mark.parametrize("eps", [0.0, 0.1])
 def test_ref_ce_nonfinite_vs_torch(eps):
     x = rng(3).normal(size=(6, 4))
     y = np.array([0, 1, 2, 3, 0, 1])
