@@ -659,7 +659,11 @@ class Landscape:
         if ax is None:
             fig = Figure(figsize=figsize or ((7.0, 4.2) if kind == "line" else (6.4, 5.2)),
                          layout="constrained")
-            ax = fig.add_subplot(projection="3d" if kind == "surface" else None)
+            if kind == "surface":
+                # computed_zorder=False: the trajectory is drawn over the surface, not hidden
+                ax = fig.add_subplot(projection="3d", computed_zorder=False)
+            else:
+                ax = fig.add_subplot()
         else:
             fig = ax.figure  # type: ignore[assignment]
         xl, yl = self.labels
@@ -689,20 +693,18 @@ class Landscape:
             lv = (np.geomspace(lo, hi, levels) if log else np.linspace(lo, hi, levels)) \
                 if hi > lo else levels
             if kind == "surface":
-                from matplotlib import colors
-
-                norm = colors.LogNorm(lo, hi) if log and hi > lo else None
                 Zs = np.log10(Z) if log else Z
-                surf = ax.plot_surface(X, Y, Zs, cmap="viridis", linewidth=0,  # type: ignore[union-attr]
-                                       antialiased=True, rcount=min(80, len(self.y)),
-                                       ccount=min(80, len(self.x)), alpha=0.95)
-                if norm is not None:
-                    surf.set_norm(norm)
-                    surf.set_array(Z.ravel())
+                ax.plot_surface(X, Y, Zs, cmap="viridis", linewidth=0,  # type: ignore[union-attr]
+                                antialiased=True, rcount=min(80, len(self.y)),
+                                ccount=min(80, len(self.x)), alpha=0.9, zorder=1)
                 if p is not None:
                     zp = self.loss_at(p[:, 0], p[:, 1])
                     zp = np.log10(zp) if log else zp
-                    ax.plot(p[:, 0], p[:, 1], zp, color="red", lw=2.0, zorder=10)
+                    ax.plot(p[:, 0], p[:, 1], zp, color="#d62728", lw=2.2, zorder=5)
+                    ax.scatter([p[0, 0]], [p[0, 1]], [zp[0]], s=40, c="white",  # type: ignore[arg-type]
+                               edgecolors="#d62728", zorder=6, depthshade=False)
+                    ax.scatter([p[-1, 0]], [p[-1, 1]], [zp[-1]], s=120, c="#d62728",  # type: ignore[arg-type]
+                               marker="*", edgecolors="k", zorder=6, depthshade=False)
                 ax.set_zlabel("log10 loss" if log else "loss")  # type: ignore[union-attr]
                 ax.view_init(elev=35, azim=-60)  # type: ignore[union-attr]
             elif kind == "contourf":
@@ -721,8 +723,8 @@ class Landscape:
                 ax.clabel(cs, cs.levels[::4], inline=True, fontsize=7, fmt="%.3g")
             if kind != "surface":
                 xm, ym, lm = self.minimum()
-                ax.plot([xm], [ym], marker="x", color="white" if kind == "contourf" else "k",
-                        ms=8, mew=2, ls="none", label=f"grid minimum ({lm:.3g})")
+                ax.plot([xm], [ym], marker="X", color="white", mec="k", ms=10, mew=1.2,
+                        ls="none", label=f"grid minimum ({lm:.3g})")
                 if p is not None:
                     ax.plot(p[:, 0], p[:, 1], "-", color="#d62728", lw=1.8, label="trajectory")
                     ax.plot(p[:, 0], p[:, 1], "o", color="#d62728", ms=2.5)
