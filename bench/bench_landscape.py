@@ -97,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"logistic surface {g}x{g} over {n} samples = {g * g * n:.3g} sample evaluations; "
           f"lossdiag {lossdiag.info()['simd']}, {lossdiag.get_num_threads()} threads, "
           f"{os.cpu_count()} CPUs" + (f", {busy:.0%} CPU busy before the run" if busy else ""),
-          file=sys.stderr)
+          flush=True)
     ld_times, land = _time(lambda: logistic_surface(X, y, w, w, progress=False), a.repeats)
     ld_best = min(ld_times)
     res: dict[str, Any] = {"grid": [g, g], "samples": n, "threads": lossdiag.get_num_threads(),

@@ -395,7 +395,10 @@ def _landscape_figures(surf: Landscape, line: Landscape, out: Path) -> dict[str,
     return imgs
 
 
-def _table(runs: Sequence[_Run], width: int = 100) -> str:
+def _table(runs: Sequence[_Run], width: int = 110) -> str:
+    """scenario -> findings -> top recommendation, the last column wrapped to ``width``."""
+    import textwrap
+
     rows = [("scenario", "findings", "top recommendation")]
     for r in runs:
         codes = ", ".join(r.codes) or "(none)"
@@ -404,11 +407,12 @@ def _table(runs: Sequence[_Run], width: int = 100) -> str:
         rows.append((r.name, codes, r.top_recommendation()))
     w0 = max(len(a) for a, _, _ in rows)
     w1 = max(len(b) for _, b, _ in rows)
-    w2 = max(20, width - w0 - w1 - 6)
+    w2 = max(30, width - w0 - w1 - 4)
     lines = []
     for i, (a, b, c) in enumerate(rows):
-        c = c if len(c) <= w2 else c[: w2 - 3] + "..."
-        lines.append(f"{a:<{w0}}  {b:<{w1}}  {c}")
+        wrapped = textwrap.wrap(c, w2, break_long_words=False) or [""]
+        lines.append(f"{a:<{w0}}  {b:<{w1}}  {wrapped[0]}")
+        lines += [f"{'':<{w0}}  {'':<{w1}}  {more}" for more in wrapped[1:]]
         if i == 0:
             lines.append(f"{'-' * w0}  {'-' * w1}  {'-' * min(w2, 40)}")
     return "\n".join(lines)
