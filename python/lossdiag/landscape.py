@@ -642,7 +642,7 @@ class Landscape:
             A training path to draw (defaults to the attached ``self.path``).
         log:
             Log-spaced contour levels / log y-axis; default: when the loss spans more than
-            a factor 20.
+            a factor 20 (contours) or 100 (curves).
         """
         from matplotlib.figure import Figure
 
@@ -654,8 +654,8 @@ class Landscape:
         fin = self.loss[np.isfinite(self.loss)]
         lo = float(fin.min()) if fin.size else 0.0
         hi = float(fin.max()) if fin.size else 1.0
-        if log is None:
-            log = lo > 0 and hi / lo > 20
+        if log is None:  # contours resolve valleys better on log levels; curves rarely need it
+            log = lo > 0 and hi / lo > (100 if kind == "line" else 20)
         if ax is None:
             fig = Figure(figsize=figsize or ((7.0, 4.2) if kind == "line" else (6.4, 5.2)),
                          layout="constrained")
