@@ -725,6 +725,10 @@ class Landscape:
                 xm, ym, lm = self.minimum()
                 ax.plot([xm], [ym], marker="X", color="white", mec="k", ms=10, mew=1.2,
                         ls="none", label=f"grid minimum ({lm:.3g})")
+                if self.kind == "plane" and self.x[0] <= 0 <= self.x[-1] and \
+                        self.y[0] <= 0 <= self.y[-1]:
+                    ax.plot([0.0], [0.0], marker="P", color="#ff7f0e", mec="k", ms=10,
+                            ls="none", label="the model (origin)")
                 if p is not None:
                     ax.plot(p[:, 0], p[:, 1], "-", color="#d62728", lw=1.8, label="trajectory")
                     ax.plot(p[:, 0], p[:, 1], "o", color="#d62728", ms=2.5)
