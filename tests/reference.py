@@ -297,7 +297,8 @@ def _true_class(target, C, axis, ignore_index):
 
 
 def topk_correct(X, lab, k):
-    """X (..., C) float64, lab (...) int64: #{c: x_c > x_y} + #{c < y: x_c == x_y} < k; NaN row wrong."""
+    """X (..., C) float64, lab (...) int64: correct iff
+    #{c: x_c > x_y} + #{c < y: x_c == x_y} < k; a row with a NaN is wrong."""
     C = X.shape[-1]
     xy = np.take_along_axis(X, lab[..., None], axis=-1)
     idx = np.arange(C)
@@ -465,7 +466,8 @@ def ref_evaluate_binary(logits, target, *, pos_weight=None, threshold=0.0, bins=
     r["true_prob_hist"] = _hist(bin_index(p_true[vf], bins), bins)
     cb = bin_index(conf[vf], bins)
     r["conf_hist"] = _hist(cb, bins)
-    r["conf_correct"] = np.bincount(cb, weights=top1[vf].astype(float), minlength=bins).astype(np.int64)
+    r["conf_correct"] = np.bincount(cb, weights=top1[vf].astype(float),
+                                    minlength=bins).astype(np.int64)
     r["conf_sum"] = np.bincount(cb, weights=conf[vf], minlength=bins)
     r["margin_hist"] = _hist(margin_bin_index(margin[vf], bins), bins)
     r["true_prob_sum"] = float(p_true[vf].sum())
@@ -553,7 +555,7 @@ def ref_imagewise(inter, st, sp, absent="nan"):
 
 def ref_metrics_compute(stats, absent="nan"):
     """Derived metrics of Metrics.compute() from accumulated reference stats (a ref_evaluate dict
-    whose arrays/ints are sums over the batches).  Keys as in the contract (not the sklearn ones)."""
+    whose arrays/ints are sums over the batches).  Keys as in the contract."""
     C = stats["num_classes"]
     bins = stats["bins"]
     cm = np.asarray(stats["confusion"], np.float64)
@@ -588,7 +590,8 @@ def ref_metrics_compute(stats, absent="nan"):
     out["label_freq"] = cm.sum(axis=1) / tot if tot else np.full(C, np.nan)
     out["pred_freq"] = cm.sum(axis=0) / tot if tot else np.full(C, np.nan)
     with np.errstate(invalid="ignore", divide="ignore"):
-        out["per_class_loss"] = np.asarray(stats["class_loss_sum"]) / np.asarray(stats["class_count"])
+        out["per_class_loss"] = (np.asarray(stats["class_loss_sum"])
+                                 / np.asarray(stats["class_count"]))
     out["confusion"] = np.asarray(stats["confusion"], np.int64)
     out["count"] = stats["count"]
     out["ignored"] = stats["ignored"]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import lossdiag as ld
 import numpy as np
 import pytest
+import reference as R
 from conftest import (
     FLOAT_DTYPES,
     LABEL_DTYPES,
@@ -18,9 +20,6 @@ from conftest import (
     target_shape,
     to_backend,
 )
-
-import lossdiag as ld
-import reference as R
 
 
 def acc(backend, x, y, **kw):

@@ -3,12 +3,17 @@ non-contiguous, negative strides) give correct results."""
 
 from __future__ import annotations
 
+import lossdiag as ld
 import numpy as np
 import pytest
-from conftest import HAVE_CUDA, assert_elem_close, assert_grad_close, assert_reduced_close, make_case
-
-import lossdiag as ld
 import reference as R
+from conftest import (
+    HAVE_CUDA,
+    assert_elem_close,
+    assert_grad_close,
+    assert_reduced_close,
+    make_case,
+)
 
 ERR = (ValueError, TypeError)
 
@@ -83,7 +88,8 @@ def test_uint_labels_never_match_negative_ignore_index():
 
 @pytest.mark.parametrize("tgt", [np.array([0, 1, 2, 0], dtype=np.complex128),
                                  np.array(["a", "b", "c", "d"]),
-                                 np.array([0, 1, 2, 0], dtype=object)], ids=["complex", "str", "object"])
+                                 np.array([0, 1, 2, 0], dtype=object)],
+                         ids=["complex", "str", "object"])
 def test_target_bad_dtype(tgt):
     with raises("target"):
         ld.cross_entropy(X, tgt)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import lossdiag as ld
 import numpy as np
 import pytest
+import reference as R
 from conftest import (
     FLOAT_DTYPES,
     assert_elem_close,
@@ -16,9 +18,6 @@ from conftest import (
     to_backend,
     to_numpy,
 )
-
-import lossdiag as ld
-import reference as R
 
 REDUCTIONS = ["mean", "sum", "none"]
 SHAPES = [(0,), (1,), (17,), (8, 3), (2, 3, 4, 5), (0, 3), (1, 1, 1, 1)]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
+import lossdiag as ld
 import numpy as np
 import pytest
+import reference as R
 from conftest import (
     FLOAT_DTYPES,
     LABEL_DTYPES,
@@ -23,9 +25,6 @@ from conftest import (
     to_backend,
     to_numpy,
 )
-
-import lossdiag as ld
-import reference as R
 
 REDUCTIONS = ["mean", "sum", "none"]
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import lossdiag as ld
 import numpy as np
 import pytest
+import reference as R
 from conftest import (
     FLOAT_DTYPES,
     assert_grad_close,
@@ -21,9 +23,6 @@ from conftest import (
     to_backend,
     to_numpy,
 )
-
-import lossdiag as ld
-import reference as R
 
 skm = pytest.importorskip("sklearn.metrics")
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import math
 
+import lossdiag as ld
 import numpy as np
 import pytest
-from conftest import make_case, to_backend
-
-import lossdiag as ld
 import reference as R
+from conftest import make_case, to_backend
 
 skm = pytest.importorskip("sklearn.metrics")
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import math
 
+import lossdiag as ld
 import numpy as np
 import pytest
+import reference as R
 from conftest import (
     LABEL_DTYPES,
     assert_elem_close,
@@ -20,9 +22,6 @@ from conftest import (
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
-
-import lossdiag as ld
-import reference as R
 
 SETTINGS = settings(max_examples=150, deadline=None, derandomize=False,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])

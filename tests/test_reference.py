@@ -10,7 +10,6 @@ import math
 
 import numpy as np
 import pytest
-
 import reference as R
 
 torch = None
@@ -230,7 +229,7 @@ def test_ref_ce_grad_finite_differences():
             for red in ("mean", "sum", "none"):
                 kw = dict(axis=axis, weight=w, label_smoothing=0.15, reduction=red)
 
-                def f(z):
+                def f(z, tgt=tgt, kw=kw):
                     return float(np.sum(R.ref_cross_entropy(z, tgt, **kw)[0]))
 
                 assert_eq(R.ref_cross_entropy(x, tgt, **kw)[1], fd_grad(f, x), rtol=1e-6, atol=1e-8)
@@ -293,7 +292,7 @@ def test_ref_probabilities_grad_fd():
     for red in ("mean", "sum"):
         kw = dict(weight=np.array([1.0, 2.0, 0.5]), label_smoothing=0.1, reduction=red,
                   from_logits=False)
-        f = lambda z: R.ref_cross_entropy(z, y, **kw)[0]  # noqa: E731
+        f = lambda z, kw=kw: R.ref_cross_entropy(z, y, **kw)[0]  # noqa: E731
         assert_eq(R.ref_cross_entropy(p, y, **kw)[1], fd_grad(f, p), rtol=1e-6, atol=1e-8)
 
 
@@ -346,7 +345,7 @@ def test_ref_bce_grad_fd():
     for fl in (True, False):
         xx = x if fl else 1 / (1 + np.exp(-x))
         kw = dict(pos_weight=pw, reduction="mean", from_logits=fl)
-        f = lambda z: R.ref_binary_cross_entropy(z, y, **kw)[0]  # noqa: E731
+        f = lambda z, kw=kw: R.ref_binary_cross_entropy(z, y, **kw)[0]  # noqa: E731
         assert_eq(R.ref_binary_cross_entropy(xx, y, **kw)[1], fd_grad(f, xx), rtol=1e-6, atol=1e-8)
 
 

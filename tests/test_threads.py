@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import dataclasses
 
+import lossdiag as ld
 import numpy as np
 import pytest
 from conftest import make_case, make_soft
-
-import lossdiag as ld
 
 THREADS = [1, 2, 3]
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
+import lossdiag as ld  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 from conftest import (  # noqa: E402
     assert_elem_close,
@@ -20,8 +21,6 @@ from conftest import (  # noqa: E402
     num_classes,
     shape_id,
 )
-
-import lossdiag as ld  # noqa: E402
 
 REDUCTIONS = ["mean", "sum", "none"]
 DTYPES = [np.float16, np.float32, np.float64]
@@ -130,8 +129,9 @@ def test_nonfinite_vs_torch():
         compare(loss, g, tl, tg, np.float64, "none")
 
 
-BCE_CASES = [((17,), None), ((17,), ()), ((6, 5), (5,)), ((6, 5), (1, 5)), ((2, 3, 4, 5), (3, 1, 1)),
-             ((2, 3, 4, 5), (5,)), ((2, 3, 4, 5), (2, 3, 4, 5)), ((3, 1, 8, 8), (1,))]
+BCE_CASES = [((17,), None), ((17,), ()), ((6, 5), (5,)), ((6, 5), (1, 5)),
+             ((2, 3, 4, 5), (3, 1, 1)), ((2, 3, 4, 5), (5,)), ((2, 3, 4, 5), (2, 3, 4, 5)),
+             ((3, 1, 8, 8), (1,))]
 
 
 @pytest.mark.parametrize("shape,pw_shape", BCE_CASES, ids=str)
