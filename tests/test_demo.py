@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -10,23 +13,33 @@ import pytest
 from lossdiag import cli, demo
 from lossdiag.scenarios import SCENARIOS
 
+# Run the real command in a fresh interpreter in which anything that `pip install .` does not
+# install (torch, scikit-learn, scipy, pandas, tensorboard, IPython) cannot be imported.
+_RUNNER = """
+import importlib.abc, sys
+BLOCKED = {"torch", "sklearn", "scipy", "pandas", "tensorboard", "tensorflow", "IPython",
+           "ipywidgets", "hypothesis"}
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ImportError(f"{name} is not a dependency of lossdiag")
+        return None
+sys.meta_path.insert(0, Block())
+from lossdiag.cli import main
+sys.exit(main(["demo", "--quick", "--out", sys.argv[1]]))
+"""
+
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, Path, str, str, float]:
     out = tmp_path_factory.mktemp("demo") / "out"
-    cap = pytest.MonkeyPatch()
-    import io
-    import sys
-
-    so, se = io.StringIO(), io.StringIO()
-    cap.setattr(sys, "stdout", so)
-    cap.setattr(sys, "stderr", se)
+    env = dict(os.environ, MPLBACKEND="Agg")
     t0 = time.perf_counter()
-    try:
-        rc = cli.main(["demo", "--quick", "--out", str(out)])
-    finally:
-        cap.undo()
-    return rc, out, so.getvalue(), se.getvalue(), time.perf_counter() - t0
+    proc = subprocess.run([sys.executable, "-c", _RUNNER, str(out)], capture_output=True,
+                          text=True, env=env, timeout=300)
+    seconds = time.perf_counter() - t0
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.returncode, out, proc.stdout, proc.stderr, seconds
 
 
 def _sections(page: str) -> dict[str, str]:

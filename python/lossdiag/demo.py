@@ -257,14 +257,6 @@ def _fragment(d: Diagnosis) -> tuple[str, dict[str, str], str]:
     return body, images, style
 
 
-def _png_b64(fig: Any, dpi: int = 90) -> str:
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=dpi)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
-
-
 _CSS = """
 body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:64em;
  margin:1.5em auto;padding:0 1em;line-height:1.45;color:#222}
@@ -301,7 +293,7 @@ def _summary_rows(runs: Sequence[_Run]) -> str:
             "<th></th><th>top recommendation</th></tr>" + "".join(rows) + "</table>")
 
 
-def _write_report(out: Path, runs: Sequence[_Run], surf: Landscape, line: Landscape,
+def _write_report(out: Path, runs: Sequence[_Run], surf: Landscape,
                   land_imgs: dict[str, str], *, quick: bool, seed: int, seconds: float,
                   style: str) -> Path:
     import lossdiag
@@ -456,7 +448,7 @@ def run(args: argparse.Namespace) -> int:
 
     surf, line = logistic_example(quick=quick, seed=seed)
     land_imgs = _landscape_figures(surf, line, out)
-    report = _write_report(out, runs, surf, line, land_imgs, quick=quick, seed=seed,
+    report = _write_report(out, runs, surf, land_imgs, quick=quick, seed=seed,
                            seconds=t_train, style=style)
     missed = [f"{r.name}: {', '.join(r.missed)}" for r in runs if r.missed]
     if missed:
