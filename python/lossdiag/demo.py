@@ -334,10 +334,10 @@ def _write_report(out: Path, runs: Sequence[_Run], surf: Landscape,
         "<p>With only two weights the whole loss landscape can be drawn: every point of the "
         f"{len(s.x)}&times;{len(s.y)} grid is the exact mean binary cross-entropy over all "
         f"{s.meta.get('samples')} samples, computed by the compiled core in one batched call "
-        f"({s.seconds * 1000:.0f} ms). The red line is plain gradient descent "
+        f"({_secs(s.seconds)}). The red line is plain gradient descent "
         f"(learning rate {s.meta.get('lr')}, {s.meta.get('steps')} steps) from a poor start: "
         "the second feature has 2.5&times; the scale of the first, so the valley is long and "
-        "narrow; the path drops into it in a few steps and then crawls along its floor "
+        "narrow; the path drops into it quickly and then crawls along its floor "
         f"&mdash; the loss goes from {s.path_loss[0]:.3f} to {s.path_loss[-1]:.3f} "
         f"(grid minimum {lmin:.3f}). That crawl is the slow, almost straight tail of a loss "
         "curve.</p>")
