@@ -16,7 +16,9 @@ LD_INLINE int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
 template <class S> struct ComputeT { using type = float; };
 template <> struct ComputeT<double> { using type = double; };
-template <class F> struct LanesT { static constexpr int B = 2 * 64 / (int)sizeof(F); };
+// Lanes per block: 4 independent vectors, so the per-class dependency chains (max, sums)
+// overlap instead of waiting on each other's latency.
+template <class F> struct LanesT { static constexpr int B = 4 * VecT<F>::N; };
 
 template <class L> LD_INLINE int64_t label_at(const L* p) { return (int64_t)*p; }
 
@@ -26,6 +28,38 @@ template <class L> LD_INLINE void load_labels_t(const void* base, int64_t e0, in
   const L* p = (const L*)base + e0;
   for (int j = 0; j < nb; ++j) out[j] = (int64_t)p[j];
 }
+// Labels of one block -> (y, valid) in the lanes' integer type, counting ignored ones and
+// flagging bad ones; uniform integer arithmetic so the loop vectorises.
+template <class L, class IS>
+LD_INLINE void labels_block_t(const void* base, int64_t e0, int nb, int64_t ignore, int64_t C,
+                              IS* y, IS* valid, int64_t& ign, bool& anybad) {
+  const L* p = (const L*)base + e0;
+  int64_t ig = 0, bad = 0;
+  for (int j = 0; j < nb; ++j) {
+    const int64_t v = (int64_t)p[j];
+    const int64_t isig = v == ignore;
+    const int64_t b = (1 - isig) & ((v < 0) | (v >= C));
+    const int64_t ok = (1 - isig) & (1 - b);
+    ig += isig; bad |= b;
+    valid[j] = (IS)ok; y[j] = (IS)(v & -ok);
+  }
+  ign += ig; anybad |= bad != 0;
+}
+template <class IS>
+LD_INLINE void labels_block(const void* base, int tdt, int64_t e0, int nb, int64_t ignore, int64_t C,
+                            IS* y, IS* valid, int64_t& ign, bool& anybad) {
+  switch (tdt) {
+    case U8: case LBOOL: labels_block_t<uint8_t>(base, e0, nb, ignore, C, y, valid, ign, anybad); break;
+    case I8: labels_block_t<int8_t>(base, e0, nb, ignore, C, y, valid, ign, anybad); break;
+    case U16: labels_block_t<uint16_t>(base, e0, nb, ignore, C, y, valid, ign, anybad); break;
+    case I16: labels_block_t<int16_t>(base, e0, nb, ignore, C, y, valid, ign, anybad); break;
+    case U32: labels_block_t<uint32_t>(base, e0, nb, ignore, C, y, valid, ign, anybad); break;
+    case I32: labels_block_t<int32_t>(base, e0, nb, ignore, C, y, valid, ign, anybad); break;
+    case U64: labels_block_t<uint64_t>(base, e0, nb, ignore, C, y, valid, ign, anybad); break;
+    default: labels_block_t<int64_t>(base, e0, nb, ignore, C, y, valid, ign, anybad); break;
+  }
+}
+
 LD_INLINE void load_labels(const void* base, int tdt, int64_t e0, int nb, int64_t* out) {
   switch (tdt) {
     case U8: case LBOOL: load_labels_t<uint8_t>(base, e0, nb, out); break;
@@ -138,10 +172,41 @@ LD_INLINE int bin_of(double v, int bins) {
 
 // ---------------------------------------------------------------------------------------------
 // Multi-class kernel.
-template <class S, bool SOFT, bool LOSS, bool GRAD, bool STATS, bool TOPK, bool SMOOTH>
+// TOPK: rank counting for some k > 1; ARGMAX: the first-max index (top-1, confusion).
+template <class S, bool SOFT, bool LOSS, bool GRAD, bool STATS, bool TOPK, bool SMOOTH, bool ARGMAX>
 struct CE {
   using F = typename ComputeT<S>::type;
   static constexpr int B = LanesT<F>::B;
+  using VF = typename VecT<F>::V;
+  using VI = typename VecT<F>::I;
+  using IS = typename VecT<F>::IS;
+  static constexpr int VN = VecT<F>::N;
+  static_assert(B % VN == 0, "lanes must be a multiple of the vector width");
+
+  template <class P> static LD_INLINE VF loadv(const P* p) {
+    if constexpr (sizeof(P) == sizeof(F)) return vload<VF>(p);
+    else { F t[VN]; for (int i = 0; i < VN; ++i) t[i] = (F)p[i]; return vload<VF>(t); }
+  }
+  template <class P> static LD_INLINE void storev(P* p, VF v) {
+    if constexpr (sizeof(P) == sizeof(F)) vstore<VF>(p, v);
+    else { F t[VN]; vstore<VF>(t, v); for (int i = 0; i < VN; ++i) p[i] = (P)t[i]; }
+  }
+
+  // x[y_j] for every lane (y_j = 0 for invalid lanes, so always in bounds).
+  template <class P> static LD_INLINE void gather_target(const P* src, int64_t cs, const IS* y, F* out) {
+#if LD_VW == 64 && defined(__AVX512F__)
+    if constexpr (sizeof(P) == 4 && sizeof(F) == 4) {
+      for (int j = 0; j < B; j += 8) {
+        __m256i yy = _mm256_loadu_si256((const __m256i*)(y + j));
+        __m512i idx = _mm512_add_epi64(_mm512_mullo_epi64(_mm512_cvtepi32_epi64(yy), _mm512_set1_epi64(cs)),
+                                       _mm512_setr_epi64(j, j + 1, j + 2, j + 3, j + 4, j + 5, j + 6, j + 7));
+        _mm256_storeu_ps(out + j, _mm512_i64gather_ps(idx, (const float*)src, 4));
+      }
+      return;
+    }
+#endif
+    for (int j = 0; j < B; ++j) out[j] = (F)src[(int64_t)y[j] * cs + j];
+  }
 
   struct Thread {
     F* xbuf; F* ebuf; F* tbuf;  // C*B each
@@ -165,9 +230,10 @@ struct CE {
 
   // Lane-wise state of one block.
   struct Lane {
-    int32_t y[B]; bool valid[B];
-    F m[B], xy[B], s[B], ties[B], sm[B], sd[B], m2[B], A[B], Bs[B], inv[B], l1p[B];
-    int32_t am[B], gt[B], nf[B];
+    IS y[B]; IS valid[B];  // valid: 0/1
+    IS ties[B];
+    F m[B], xy[B], dy[B], s[B], sm[B], sd[B], m2[B], A[B], Bs[B], inv[B], l1p[B], fin[B];
+    IS am[B], gt[B]; int32_t nf[B];
     double loss[B];
   };
 
@@ -186,13 +252,16 @@ struct CE {
     const double* w = a.w;
     // Labels (hard) or the target's argmax (soft).
     if (!SOFT) {
-      for (int j = 0; j < B; ++j) {
-        bool in = j < nb;
-        int64_t yy = in ? lab[j] : 0;
-        bool v = in && yy != a.ignore;
-        if (in && yy == a.ignore) sa.r.ignored++;
-        if (v && (yy < 0 || yy >= C)) { merge_bad(sa.r, yy, ebase + j); v = false; }
-        ln.valid[j] = v; ln.y[j] = v ? (int32_t)yy : 0;
+      // The rare bad label is located afterwards.
+      int64_t ign = 0; bool anybad = false;
+      labels_block<IS>(a.t, a.tdt, ebase, nb, a.ignore, C, ln.y, ln.valid, ign, anybad);
+      for (int j = nb; j < B; ++j) { ln.y[j] = 0; ln.valid[j] = 0; }
+      sa.r.ignored += ign;
+      if (anybad) {
+        int64_t lb[B];
+        load_labels(a.t, a.tdt, ebase, nb, lb);
+        for (int j = 0; j < nb; ++j)
+          if (lb[j] != a.ignore && (lb[j] < 0 || lb[j] >= C)) { merge_bad(sa.r, lb[j], ebase + j); break; }
       }
     } else {
       F tb[B];
@@ -201,67 +270,104 @@ struct CE {
         for (int j = 0; j < B; ++j) {
           F v = tsrc[c * B + j];
           bool g = v > tb[j];
-          tb[j] = g ? v : tb[j]; ln.am[j] = g ? (int32_t)c : ln.am[j];
+          tb[j] = g ? v : tb[j]; ln.am[j] = g ? (IS)c : ln.am[j];
         }
       for (int j = 0; j < B; ++j) { ln.valid[j] = j < nb; ln.y[j] = ln.am[j]; }
+      (void)lab;
     }
-    for (int j = 0; j < B; ++j) ln.xy[j] = (F)src[ln.y[j] * cs + j];
+    if (TOPK || LOSS) gather_target(src, cs, ln.y, ln.xy);
 
-    // Pass 1: max (and rank of the true class, argmax, runner-up, non-finite count).
-    for (int j = 0; j < B; ++j) {
-      ln.m[j] = -__builtin_inf(); ln.m2[j] = -__builtin_inf(); ln.am[j] = 0; ln.gt[j] = 0; ln.nf[j] = 0;
-    }
-    for (int64_t c = 0; c < C; ++c) {
-      const P* row = src + c * cs;
-      const int32_t ci = (int32_t)c;
-      for (int j = 0; j < B; ++j) {
-        F v = (F)row[j];
-        if (TOPK) ln.gt[j] += (v > ln.xy[j]) | ((v == ln.xy[j]) & (ci < ln.y[j]));
-        if (TOPK || STATS) ln.nf[j] += !(v - v == F(0));
-        if (STATS) {
-          ln.am[j] = v > ln.m[j] ? ci : ln.am[j];
-          ln.m2[j] = (ci != ln.y[j] && v > ln.m2[j]) ? v : ln.m2[j];
+    // Pass 1: max (and argmax, rank of the true class, runner-up, a non-finite detector).
+    for (int j = 0; j < B; ++j) ln.nf[j] = 0;
+    constexpr bool NF = TOPK || STATS || ARGMAX;
+    {
+      constexpr int K = B / VN;
+      VF m[K], m2[K], fin[K], xy[K];
+      VI am[K], gt[K], y[K];
+#pragma GCC unroll 8
+      for (int k = 0; k < K; ++k) {
+        m[k] = VF{} - __builtin_inf(); m2[k] = m[k]; fin[k] = VF{}; xy[k] = TOPK ? vload<VF>(ln.xy + k * VN) : VF{};
+        am[k] = VI{}; gt[k] = VI{}; y[k] = vload<VI>(ln.y + k * VN);
+      }
+      const P* col = src;
+      for (int64_t c = 0; c < C; ++c, col += cs) {
+        const VI cv = VI{} + (IS)c;
+#pragma GCC unroll 8
+        for (int k = 0; k < K; ++k) {
+          const VF v = loadv(col + k * VN);
+          if (TOPK) gt[k] -= (v > xy[k]) | ((v == xy[k]) & (cv < y[k]));  // masks are -1
+          if (NF) fin[k] += v - v;  // NaN iff some logit is NaN or +-inf
+          if (STATS) { VF cand = v > m2[k] ? v : m2[k]; m2[k] = cv != y[k] ? cand : m2[k]; }
+          if (ARGMAX) { VI g = v > m[k]; am[k] = g ? cv : am[k]; m[k] = g ? v : m[k]; }
+          else m[k] = v > m[k] ? v : m[k];
         }
-        ln.m[j] = v > ln.m[j] ? v : ln.m[j];
+      }
+#pragma GCC unroll 8
+      for (int k = 0; k < K; ++k) {
+        vstore(ln.m + k * VN, m[k]); vstore(ln.m2 + k * VN, m2[k]); vstore(ln.fin + k * VN, fin[k]);
+        vstore(ln.am + k * VN, am[k]); vstore(ln.gt + k * VN, gt[k]);
       }
     }
+    if (NF)
+      for (int j = 0; j < nb; ++j)
+        if (!(ln.fin[j] == F(0))) {  // rare: count the non-finite values of this element
+          int32_t k = 0;
+          for (int64_t c = 0; c < C; ++c) { F v = (F)src[c * cs + j]; k += !(v - v == F(0)); }
+          ln.nf[j] = k;
+        }
 
     if (LOSS) {
       // Pass 2: sum of exp(x - max), with the first maximum's exact 1 kept out of the sum so that
       // log1p keeps full relative precision for confident predictions.
-      for (int j = 0; j < B; ++j) { ln.s[j] = 0; ln.ties[j] = 0; ln.sm[j] = 0; ln.sd[j] = 0; ln.A[j] = 0; ln.Bs[j] = 0; }
-      for (int64_t c = 0; c < C; ++c) {
-        const P* row = src + c * cs;
-        const F wc = WEIGHT ? (F)w[c] : F(1);
-        F* eb = th.ebuf + c * B;
-        const F* tr = SOFT ? tsrc + c * B : nullptr;
-        for (int j = 0; j < B; ++j) {
-          F v = (F)row[j];
-          F d = v - ln.m[j];
-          F e = ld_exp(d);
-          bool z = d == F(0);
-          ln.s[j] += z ? F(0) : e;
-          ln.ties[j] += z ? F(1) : F(0);
-          if (GRAD) eb[j] = e;
-          if (SMOOTH && !SOFT) ln.sm[j] += wc * (-d);
-          if (SOFT) {
-            F tt = tr[j] * (F)one_m_eps + (F)eps_c;
-            F wt = wc * tt;
-            ln.A[j] += wt; ln.Bs[j] += wt * (-d);
+      {
+        constexpr int K = B / VN;
+        VF m[K], sv[K], sm[K], sd[K], A[K], Bs[K];
+        VI ties[K];
+#pragma GCC unroll 8
+        for (int k = 0; k < K; ++k) {
+          m[k] = vload<VF>(ln.m + k * VN);
+          sv[k] = VF{}; ties[k] = VI{}; sm[k] = VF{}; sd[k] = VF{}; A[k] = VF{}; Bs[k] = VF{};
+        }
+        const P* col = src;
+        for (int64_t c = 0; c < C; ++c, col += cs) {
+          const VF wc = VF{} + (WEIGHT ? (F)w[c] : F(1));
+#pragma GCC unroll 8
+          for (int k = 0; k < K; ++k) {
+            const VF d = loadv(col + k * VN) - m[k];
+            const VF e = vexp_neg(d);
+            const VI z = d == F(0);
+            sv[k] += (VF)((VI)e & ~z);  // the first maximum's exact 1 is counted in `ties`
+            ties[k] -= z;                // masks are -1
+            if (GRAD) vstore(th.ebuf + c * B + k * VN, e);
+            if (SMOOTH && !SOFT) sm[k] += wc * (VF{} - d);
+            if (SOFT) {
+              const VF tt = vload<VF>(tsrc + c * B + k * VN) * (F)one_m_eps + (F)eps_c;
+              const VF wt = wc * tt;
+              A[k] += wt; Bs[k] += wt * (VF{} - d);
+            }
+            if (STATS) sd[k] = vfma(e, d, sd[k]);  // NaN only in rows left out of the stats
           }
-          if (STATS) ln.sd[j] += e == F(0) ? F(0) : e * d;
+        }
+#pragma GCC unroll 8
+        for (int k = 0; k < K; ++k) {
+          vstore(ln.s + k * VN, sv[k]); vstore(ln.ties + k * VN, ties[k]); vstore(ln.sm + k * VN, sm[k]);
+          vstore(ln.sd + k * VN, sd[k]); vstore(ln.A + k * VN, A[k]); vstore(ln.Bs + k * VN, Bs[k]);
+          vstore(ln.dy + k * VN, vload<VF>(ln.xy + k * VN) - m[k]);  // x_y - max
         }
       }
       for (int j = 0; j < B; ++j) {
-        F sp = ln.s[j] + (ln.ties[j] - F(1));
-        ln.l1p[j] = ld_log1p(sp);
-        ln.inv[j] = F(1) / (sp + F(1));
+        // log1p(sp) = log(u) - ((u - 1) - sp) / u, sharing 1/u with the softmax normaliser.
+        const F sp = ln.s[j] + (F)(ln.ties[j] - 1);
+        const F u = sp + F(1);
+        const F inv = F(1) / u;
+        ln.inv[j] = inv;
+        ln.l1p[j] = ld_log(u) - ((u - F(1)) - sp) * inv;
       }
       // Per-element losses in double.
       for (int j = 0; j < B; ++j) {
         double li;
         if (!SOFT) {
-          double nll = ((double)ln.m[j] - (double)ln.xy[j]) + (double)ln.l1p[j];
+          double nll = (double)ln.l1p[j] - (double)ln.dy[j];
           double wy = WEIGHT ? w[ln.y[j]] : 1.0;
           bool v = ln.valid[j];
           acc.nll[j] += v ? wy * nll : 0.0;
@@ -302,44 +408,62 @@ struct CE {
         }
       }
       const F Wf = (F)W;
+      constexpr int K = B / VN;
+      VF inv[K], cav[K], cbv[K]; VI y[K];
+#pragma GCC unroll 8
+      for (int k = 0; k < K; ++k) {
+        inv[k] = vload<VF>(ln.inv + k * VN); cav[k] = vload<VF>(ca + k * VN);
+        cbv[k] = vload<VF>(cb + k * VN); y[k] = vload<VI>(ln.y + k * VN);
+      }
       for (int64_t c = 0; c < C; ++c) {
-        const F wc = WEIGHT ? (F)w[c] : F(1);
-        const F* eb = th.ebuf + c * B;
-        P* gr = gdst + c * gcs;
-        const F* tr = SOFT ? tsrc + c * B : nullptr;
-        for (int j = 0; j < B; ++j) {
-          F p = eb[j] * ln.inv[j];
-          F g;
+        const VF wc = VF{} + (WEIGHT ? (F)w[c] : F(1));
+        const VI cv = VI{} + (IS)c;
+#pragma GCC unroll 8
+        for (int k = 0; k < K; ++k) {
+          const VF p = vload<VF>(th.ebuf + c * B + k * VN) * inv[k];
+          VF g;
           if (!SOFT) {
-            F hot = (int32_t)c == ln.y[j] ? F(1) : F(0);
-            g = ca[j] * (p - hot);
-            if (SMOOTH) g = g + cb[j] * (Wf * p - wc);
+            const VF hot = cv == y[k] ? VF{} + F(1) : VF{};
+            g = cav[k] * (p - hot);
+            if (SMOOTH) g = g + cbv[k] * (Wf * p - wc);
           } else {
-            F tt = tr[j] * (F)one_m_eps + (F)eps_c;
-            g = cb[j] * p - ca[j] * (wc * tt);
+            const VF tt = vload<VF>(tsrc + c * B + k * VN) * (F)one_m_eps + (F)eps_c;
+            g = cbv[k] * p - cav[k] * (wc * tt);
           }
-          gr[j] = (P)g;
+          storev(gdst + c * gcs + k * VN, g);
         }
       }
     }
 
     // Counting and statistics.
-    for (int j = 0; j < nb; ++j) {
-      if (TOPK || STATS) sa.r.nonfinite += ln.nf[j];
-      if ((TOPK || STATS) && ln.nf[j]) sa.r.nonfinite_rows++;
-      if (!ln.valid[j]) continue;
-      sa.r.count++;
-      if (TOPK)
-        for (int k = 0; k < a.nk; ++k) sa.r.correct[k] += (ln.nf[j] == 0) & (ln.gt[j] < a.ks[k]);
+    {
+      int64_t cnt = 0;
+      for (int j = 0; j < nb; ++j) cnt += ln.valid[j];
+      sa.r.count += cnt;
     }
+    if (TOPK || STATS || ARGMAX) {
+      int64_t nfv = 0, nfr = 0;
+      for (int j = 0; j < nb; ++j) { nfv += ln.nf[j]; nfr += ln.nf[j] != 0; }
+      sa.r.nonfinite += nfv; sa.r.nonfinite_rows += nfr;
+    }
+    if (TOPK || ARGMAX)
+      for (int k = 0; k < a.nk; ++k) {
+        int64_t hits = 0;
+        const bool top1 = a.ks[k] == 1 && ARGMAX;
+        for (int j = 0; j < nb; ++j) {
+          const bool hit = top1 ? ln.am[j] == ln.y[j] : ln.gt[j] < a.ks[k];
+          hits += ln.valid[j] & (ln.nf[j] == 0) & hit;
+        }
+        sa.r.correct[k] += hits;
+      }
     if (STATS) stats(th, sa, ln, nb, ebase);
   }
 
   LD_INLINE void stats(Thread& th, SlabAcc& sa, Lane& ln, int nb, int64_t ebase) {
     F pt[B], ps[B], ent[B];
     for (int j = 0; j < B; ++j) {
-      pt[j] = ld_exp(ln.xy[j] - ln.m[j]) * ln.inv[j];
-      ps[j] = ld_exp(ln.m2[j] - ln.m[j]) * ln.inv[j];
+      pt[j] = ld_exp_neg(ln.dy[j]) * ln.inv[j];
+      ps[j] = ld_exp_neg(ln.m2[j] - ln.m[j]) * ln.inv[j];
       ent[j] = ln.l1p[j] - ln.sd[j] * ln.inv[j];
     }
     const int bins = a.bins;
@@ -383,13 +507,12 @@ struct CE {
     SegAcc acc; acc.zero();
     const S* X = (const S*)a.x;
     S* G = (S*)a.g;
-    int64_t lb[B];
+    int64_t lb[1] = {0};
     const bool ps_seg = STATS && a.per_sample && a.S > 1;
     if (ps_seg) for (int64_t c = 0; c < 3 * C + 1; ++c) th.loc[c] = 0;
     for (int64_t b0 = e0; b0 < e1; b0 += B) {
       const int nb = (int)imin(B, e1 - b0);
-      const int64_t* lab = lb;
-      if (!SOFT) load_labels(a.t, a.tdt, b0, nb, lb);
+      const int64_t* lab = lb;  // labels are read per block inside block()
       if (!a.rows) {
         const int64_t o = b0 / a.inner, i0 = b0 % a.inner;
         const int64_t off = o * C * a.inner + i0;
@@ -657,19 +780,25 @@ struct CEProb {
 template <class S, bool SOFT>
 void ce_flags(const CEArgs& a, CEResult& r) {
   const bool sm = a.eps != 0.0;
+  bool rank = false;
+  for (int k = 0; k < a.nk; ++k) rank |= a.ks[k] > 1;
   if (a.probs) {
     if (a.grad) CEProb<S, SOFT, true>(a).run(r); else CEProb<S, SOFT, false>(a).run(r);
     return;
   }
-#define LD_CE(LOSS, GRAD, STATS, TOPK)                                                        \
+#define LD_CE(LOSS, GRAD, STATS, TOPK, AM)                                                    \
   do {                                                                                        \
-    if (sm) CE<S, SOFT, LOSS, GRAD, STATS, TOPK, true>(a).run(r);                             \
-    else CE<S, SOFT, LOSS, GRAD, STATS, TOPK, false>(a).run(r);                               \
+    if (sm) CE<S, SOFT, LOSS, GRAD, STATS, TOPK, true, AM>(a).run(r);                         \
+    else CE<S, SOFT, LOSS, GRAD, STATS, TOPK, false, AM>(a).run(r);                           \
   } while (0)
-  if (a.stats) { if (a.grad) LD_CE(true, true, true, true); else LD_CE(true, false, true, true); }
-  else if (a.grad) LD_CE(true, true, false, false);
-  else if (a.loss) LD_CE(true, false, false, false);
-  else CE<S, SOFT, false, false, false, true, false>(a).run(r);  // accuracy only: no exp at all
+  if (a.stats) {
+    if (a.grad) { if (rank) LD_CE(true, true, true, true, true); else LD_CE(true, true, true, false, true); }
+    else { if (rank) LD_CE(true, false, true, true, true); else LD_CE(true, false, true, false, true); }
+  }
+  else if (a.grad) LD_CE(true, true, false, false, false);
+  else if (a.loss) LD_CE(true, false, false, false, false);
+  else if (rank) CE<S, SOFT, false, false, false, true, false, false>(a).run(r);  // no exp at all
+  else CE<S, SOFT, false, false, false, false, false, true>(a).run(r);
 #undef LD_CE
 }
 
