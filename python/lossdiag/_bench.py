@@ -595,7 +595,7 @@ class Runner:
             self._add(case, f, "torch", times, nb)
         other = monitor.value()
         self.other_load[case.name] = other
-        if other is not None and other > 0.2:
+        if other is not None and other > DISTURBED:
             self.log(f"WARNING [{case.name}]: other processes used ~{other:.2f} CPUs meanwhile")
 
 
@@ -765,7 +765,7 @@ def format_header(info: dict[str, Any], titles: list[str], preset: str, repeats:
     if during:
         items.append("CPUs used by other processes during each case (0 = quiet machine): "
                      + ", ".join(f"{k} {v:.2f}" for k, v in during.items())
-                     + ("  WARNING: timings disturbed" if max(during.values()) > 0.2 else ""))
+                     + ("  WARNING: timings disturbed" if max(during.values()) > DISTURBED else ""))
     prefix = "- " if markdown else ""
     return "\n".join(prefix + s for s in items)
 
@@ -805,6 +805,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--strict", action="store_true",
                    help="exit with status 1 if an official (NCHW) target is missed")
     p.add_argument("--seed", type=int, default=0, help="random seed of the data")
+    p.add_argument("--retries", type=int, default=0,
+                   help="re-run a case up to N times when other processes disturbed it "
+                        "(keeps the least disturbed attempt)")
+    p.add_argument("--quiet-wait", type=float, default=0.0, metavar="SECONDS",
+                   help="before each case, wait up to SECONDS for the machine to go quiet")
     args = p.parse_args(argv)
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     bad = [c for c in cases if c not in CASES]
@@ -815,6 +820,8 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--threads must be >= 1")
     if args.repeats is not None and args.repeats < 1:
         p.error("--repeats must be >= 1")
+    if args.retries < 0 or args.quiet_wait < 0:
+        p.error("--retries and --quiet-wait must be >= 0")
     return args
 
 
@@ -881,6 +888,43 @@ def _busy_cpus(interval: float = 0.25) -> float | None:
     return mon.value()
 
 
+DISTURBED = 0.2  # CPUs used by other processes above which a case's timings are flagged
+
+
+def wait_quiet(max_wait: float, log: Callable[[str], None]) -> None:
+    """Wait (up to ``max_wait`` s) until other processes leave the CPUs alone for ~2 s."""
+    t_end = time.perf_counter() + max_wait
+    busy = _busy_cpus(1.0)
+    while busy is not None and busy > DISTURBED / 2 and time.perf_counter() < t_end:
+        log(f"  waiting for a quiet machine (other processes use ~{busy:.1f} CPUs)")
+        time.sleep(5.0)
+        busy = _busy_cpus(2.0)
+
+
+def run_case_retrying(runner: Runner, case: Case, retries: int, quiet_wait: float,
+                      log: Callable[[str], None]) -> None:
+    """Run one case; re-run it (up to ``retries`` times) while other processes disturb it."""
+    best: tuple[float, list[Row]] | None = None
+    for attempt in range(retries + 1):
+        if quiet_wait > 0:
+            wait_quiet(quiet_wait, log)
+        start = len(runner.rows)
+        runner.run(case)
+        other = runner.other_load.get(case.name)
+        rows = runner.rows[start:]
+        del runner.rows[start:]
+        score = other if other is not None else 0.0
+        if best is None or score < best[0]:
+            best = (score, rows)
+        if score <= DISTURBED:
+            break
+        if attempt < retries:
+            log(f"  [{case.name}] disturbed (~{score:.2f} CPUs used by others): retrying")
+    assert best is not None
+    runner.other_load[case.name] = best[0]
+    runner.rows.extend(best[1])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the benchmark; return 0, 1 (``--strict`` and a target missed) or 2 (wrong result)."""
     args = _parse(argv)
@@ -921,7 +965,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         for case in _iter_cases(preset, args.cases, args.seed):
             titles.append(case.title)
-            runner.run(case)
+            run_case_retrying(runner, case, args.retries, args.quiet_wait, log)
             del case
     except BenchmarkMismatch as exc:
         print(f"lossdiag bench: WRONG RESULT: {exc}", file=sys.stderr)
