@@ -385,7 +385,9 @@ def ref_evaluate(logits, target, *, axis=1, weight=None, ignore_index=-100, labe
     r["ignored"] = int((~valid).sum())
     r["nonfinite"] = int((~np.isfinite(X)).sum())
     r["nonfinite_rows"] = int((~finite_row).sum())
-    r["correct"] = {int(k): int((topk_correct(X, lab, k) & vf).sum()) for k in top_k}
+    # contract: rows with a non-finite logit are counted, and correct by the top-k rule unless
+    # they hold a NaN (as accuracy()); they stay out of confusion / histograms / per-class stats
+    r["correct"] = {int(k): int((topk_correct(X, lab, k) & valid).sum()) for k in top_k}
     conf_mat = np.zeros((C, C), dtype=np.int64)
     np.add.at(conf_mat, (lab[vf], pred[vf]), 1)
     r["confusion"] = conf_mat
@@ -408,7 +410,8 @@ def ref_evaluate(logits, target, *, axis=1, weight=None, ignore_index=-100, labe
         pred2, per2 = pred.reshape(N, S), per.reshape(N, S)
         r["sample_loss_sum"] = np.sum(np.where(valid2, per2, 0.0), axis=1)
         r["sample_count"] = valid2.sum(axis=1).astype(np.int64)
-        r["sample_correct"] = ((pred2 == lab2) & vf2).sum(axis=1).astype(np.int64)
+        ok1 = (topk_correct(X, lab, 1) & valid).reshape(N, S)
+        r["sample_correct"] = ok1.sum(axis=1).astype(np.int64)
         inter = np.zeros((N, C), np.int64)
         st = np.zeros((N, C), np.int64)
         sp = np.zeros((N, C), np.int64)
@@ -457,7 +460,8 @@ def ref_evaluate_binary(logits, target, *, pos_weight=None, threshold=0.0, bins=
     top1 = (pred == lab) & vf
     r = {"num_classes": 2, "bins": bins, "loss_sum": loss_sum, "weight_sum": float(x.size),
          "count": int(x.size), "ignored": 0, "nonfinite": int((~finite).sum()),
-         "nonfinite_rows": int((~finite).sum()), "correct": {1: int(top1.sum())}}
+         "nonfinite_rows": int((~finite).sum()),
+         "correct": {1: int(((pred == lab) & ~np.isnan(x)).sum())}}  # NaN: wrong, inf: rule
     cm = np.zeros((2, 2), np.int64)
     np.add.at(cm, (lab[vf], pred[vf]), 1)
     r["confusion"] = cm

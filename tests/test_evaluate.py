@@ -190,8 +190,8 @@ def test_batchstats_is_dataclass_with_numpy_arrays(backend):
 # ------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
 def test_evaluate_nonfinite_rows(backend, dtype):
-    """NaN / +inf rows: loss NaN, counted (as wrong), left out of confusion, histograms,
-    per-class stats and entropy; nonfinite counts VALUES."""
+    """NaN / +inf rows: loss NaN, counted, correct by the top-k rule unless they hold a NaN,
+    left out of confusion, histograms, per-class stats and entropy; nonfinite counts VALUES."""
     x64, y = make_case((40, 5), 1, seed=109, frac_ignored=0)
     x64[3, 1] = np.nan
     x64[7, [0, 2]] = np.inf  # two non-finite values in one row
@@ -205,6 +205,12 @@ def test_evaluate_nonfinite_rows(backend, dtype):
     assert math.isnan(st.loss)
     assert st.count == 40 and st.confusion.sum() == 36
     assert st.accuracy == pytest.approx(ref["correct"][1] / 40, rel=1e-15)
+    # same rule as accuracy(): the +inf-at-target row 12 is correct, the NaN rows are not
+    assert st.accuracy == pytest.approx(R.ref_accuracy(xr, y), rel=1e-15)
+    assert st.correct[2] == round(R.ref_accuracy(xr, y, top_k=2) * 40)
+    # per-sample sums are the per-sample split of the totals
+    assert st.sample_count.sum() == st.count
+    assert st.sample_correct.sum() == st.correct[1], (st.sample_correct, st.correct)
 
 
 def test_evaluate_neg_inf_mask_loss_matches_cross_entropy(backend):
@@ -217,6 +223,10 @@ def test_evaluate_neg_inf_mask_loss_matches_cross_entropy(backend):
     assert math.isfinite(loss)
     assert loss == pytest.approx(R.ref_cross_entropy(x, y)[0], rel=1e-12)
     assert bits_equal(st.loss, loss)
+    # masked rows are counted and judged by the top-k rule, like accuracy()
+    assert st.count == 20
+    assert st.accuracy == pytest.approx(R.ref_accuracy(x, y), rel=1e-15)
+    check_stats(st, R.ref_evaluate(x, y), np.float64)
 
 
 def test_evaluate_all_ignored_and_empty(backend):
