@@ -21,6 +21,11 @@ template <> struct ComputeT<double> { using type = double; };
 template <class F> struct LanesT { static constexpr int B = 4 * VecT<F>::N; };
 
 template <class L> LD_INLINE int64_t label_at(const L* p) { return (int64_t)*p; }
+// uint64 labels above INT64_MAX wrap to negative int64: they must never match a negative
+// ignore_index (they are simply out of range).
+template <class L> LD_INLINE int64_t label_wraps(int64_t v) {
+  return (sizeof(L) == 8 && (L)(-1) > (L)0) ? (int64_t)(v < 0) : 0;
+}
 
 // Labels and float targets are converted per block (a runtime switch per block, not per element):
 // templating every kernel on every label dtype made the build explode.
@@ -37,7 +42,8 @@ LD_INLINE void labels_block_t(const void* base, int64_t e0, int nb, int64_t igno
   int64_t ig = 0, bad = 0;
   for (int j = 0; j < nb; ++j) {
     const int64_t v = (int64_t)p[j];
-    const int64_t isig = v == ignore;
+    const int64_t wr = label_wraps<L>(v);
+    const int64_t isig = (v == ignore) & (1 - wr);
     const int64_t b = (1 - isig) & ((v < 0) | (v >= C));
     const int64_t ok = (1 - isig) & (1 - b);
     ig += isig; bad |= b;
@@ -233,7 +239,7 @@ struct CE {
     IS y[B]; IS valid[B];  // valid: 0/1
     IS ties[B];
     F m[B], xy[B], dy[B], s[B], sm[B], sd[B], m2[B], A[B], Bs[B], inv[B], l1p[B], fin[B];
-    IS am[B], gt[B]; int32_t nf[B];
+    IS am[B], gt[B]; int32_t nf[B], nn[B];  // non-finite and NaN counts
     double loss[B];
   };
 
@@ -261,7 +267,10 @@ struct CE {
         int64_t lb[B];
         load_labels(a.t, a.tdt, ebase, nb, lb);
         for (int j = 0; j < nb; ++j)
-          if (lb[j] != a.ignore && (lb[j] < 0 || lb[j] >= C)) { merge_bad(sa.r, lb[j], ebase + j); break; }
+          if ((lb[j] != a.ignore || (a.tdt == U64 && lb[j] < 0)) && (lb[j] < 0 || lb[j] >= C)) {
+            merge_bad(sa.r, lb[j], ebase + j);
+            break;
+          }
       }
     } else {
       F tb[B];
@@ -278,7 +287,7 @@ struct CE {
     if (TOPK || LOSS) gather_target(src, cs, ln.y, ln.xy);
 
     // Pass 1: max (and argmax, rank of the true class, runner-up, a non-finite detector).
-    for (int j = 0; j < B; ++j) ln.nf[j] = 0;
+    for (int j = 0; j < B; ++j) { ln.nf[j] = 0; ln.nn[j] = 0; }
     constexpr bool NF = TOPK || STATS || ARGMAX;
     {
       constexpr int K = B / VN;
@@ -311,9 +320,9 @@ struct CE {
     if (NF)
       for (int j = 0; j < nb; ++j)
         if (!(ln.fin[j] == F(0))) {  // rare: count the non-finite values of this element
-          int32_t k = 0;
-          for (int64_t c = 0; c < C; ++c) { F v = (F)src[c * cs + j]; k += !(v - v == F(0)); }
-          ln.nf[j] = k;
+          int32_t k = 0, q = 0;
+          for (int64_t c = 0; c < C; ++c) { F v = (F)src[c * cs + j]; k += !(v - v == F(0)); q += v != v; }
+          ln.nf[j] = k; ln.nn[j] = q;
         }
 
     if (LOSS) {
@@ -452,7 +461,7 @@ struct CE {
         const bool top1 = a.ks[k] == 1 && ARGMAX;
         for (int j = 0; j < nb; ++j) {
           const bool hit = top1 ? ln.am[j] == ln.y[j] : ln.gt[j] < a.ks[k];
-          hits += ln.valid[j] & (ln.nf[j] == 0) & hit;
+          hits += ln.valid[j] & (ln.nn[j] == 0) & hit;  // NaN never wins; +-inf compare as usual
         }
         sa.r.correct[k] += hits;
       }
@@ -470,9 +479,13 @@ struct CE {
     const bool ps_direct = a.per_sample && a.S == 1;
     for (int j = 0; j < nb; ++j) {
       if (!ln.valid[j] || ln.nf[j]) {
+        // Left out of the statistics; still counted, and correct by the accuracy rule.
+        const int64_t okk = ln.valid[j] && ln.nn[j] == 0 && ln.am[j] == ln.y[j];
         if (ps_direct) {
           int64_t n = ebase + j;
-          a.s_loss[n] = ln.loss[j]; a.s_count[n] = ln.valid[j]; a.s_correct[n] = 0;
+          a.s_loss[n] = ln.loss[j]; a.s_count[n] = ln.valid[j]; a.s_correct[n] = okk;
+        } else if (a.per_sample) {
+          th.loc[3 * C] += okk; th.loc[3 * C + 1] += ln.valid[j];
         }
         continue;
       }
@@ -497,6 +510,7 @@ struct CE {
           a.s_inter[n * C + y] += ok; a.s_true[n * C + y]++; a.s_pred[n * C + p]++;
         } else {
           th.loc[y] += ok; th.loc[C + y]++; th.loc[2 * C + p]++; th.loc[3 * C] += ok;
+          th.loc[3 * C + 1]++;
         }
       }
     }
@@ -509,7 +523,7 @@ struct CE {
     S* G = (S*)a.g;
     int64_t lb[1] = {0};
     const bool ps_seg = STATS && a.per_sample && a.S > 1;
-    if (ps_seg) for (int64_t c = 0; c < 3 * C + 1; ++c) th.loc[c] = 0;
+    if (ps_seg) for (int64_t c = 0; c < 3 * C + 2; ++c) th.loc[c] = 0;
     for (int64_t b0 = e0; b0 < e1; b0 += B) {
       const int nb = (int)imin(B, e1 - b0);
       const int64_t* lab = lb;  // labels are read per block inside block()
@@ -571,9 +585,7 @@ struct CE {
         if (th.loc[C + c]) atomic_add(a.s_true + n * C + c, th.loc[C + c]);
         if (th.loc[2 * C + c]) atomic_add(a.s_pred + n * C + c, th.loc[2 * C + c]);
       }
-      int64_t cnt = 0;
-      for (int64_t c = 0; c < C; ++c) cnt += th.loc[C + c];
-      atomic_add(a.s_count + n, cnt);
+      atomic_add(a.s_count + n, th.loc[3 * C + 1]);
       atomic_add(a.s_correct + n, th.loc[3 * C]);
     }
   }
@@ -602,7 +614,7 @@ struct CE {
       th.ebuf = th.xbuf + buf; th.tbuf = th.ebuf + buf;
       th.conf_atomic = conf_atomic;
       th.conf = STATS ? (conf_atomic ? a.confusion : conf_all + (int64_t)thread_id() * C * C) : nullptr;
-      th.loc = (int64_t*)calloc((size_t)(3 * C + 1), sizeof(int64_t));
+      th.loc = (int64_t*)calloc((size_t)(3 * C + 2), sizeof(int64_t));
 #pragma omp for schedule(dynamic, 1)
       for (int64_t k = 0; k < n_slabs; ++k) {
         const int64_t t0 = k * tl.n_tiles / n_slabs, t1 = (k + 1) * tl.n_tiles / n_slabs;
@@ -712,8 +724,9 @@ struct CEProb {
       } else {
         int64_t yy = 0;
         if (in) load_labels(a.t, a.tdt, b0 + j, 1, &yy);
-        bool v = in && yy != a.ignore;
-        if (in && yy == a.ignore) r.ignored++;
+        const bool isig = yy == a.ignore && !(a.tdt == U64 && yy < 0);
+        bool v = in && !isig;
+        if (in && isig) r.ignored++;
         if (v && (yy < 0 || yy >= C)) { merge_bad(r, yy, b0 + j); v = false; }
         valid[j] = v; y[j] = v ? yy : 0;
       }
@@ -860,7 +873,7 @@ struct BCE {
 
   LD_INLINE void block(BCEResult& r, SlabAcc& sa, int64_t b0, int nb, double* acc) {
     const S* X = (const S*)a.x + b0;
-    F x[B], y[B], pw[B], li[B], sg[B];
+    F x[B], y[B], pw[B], li[B], sg[B], sn[B];
     load_cvt<F>(a.t, a.tdt, a.tfloat, b0, nb, y, 1);
     for (int j = 0; j < B; ++j) {
       bool in = j < nb;
@@ -877,18 +890,24 @@ struct BCE {
       for (int j = 0; j < B; ++j) {
         F ax = x[j] < F(0) ? -x[j] : x[j];
         F ex = ld_exp(-ax);
-        F spn = ld_log1p(ex) + (x[j] < F(0) ? -x[j] : F(0));  // softplus(-x)
+        // (1-y) x + lw softplus(-x), written as a sum of non-negative terms so that confident
+        // predictions do not cancel: x < 0 gives -x pw y, x >= 0 gives (1-y) x.
+        F l1 = ld_log1p(ex);
         F lw = PW ? F(1) + (pw[j] - F(1)) * y[j] : F(1);
-        li[j] = (F(1) - y[j]) * x[j] + lw * spn;
+        F lin = x[j] < F(0) ? -x[j] * (PW ? pw[j] : F(1)) * y[j] : (F(1) - y[j]) * x[j];
+        li[j] = lin + lw * l1;
         F inv = F(1) / (F(1) + ex);
         sg[j] = x[j] >= F(0) ? inv : ex * inv;  // sigmoid(x)
+        sn[j] = x[j] >= F(0) ? ex * inv : inv;  // sigmoid(-x), without 1 - sigmoid(x)
       }
       if (GRAD) {
         S* G = (S*)a.g + b0;
         const F sc = (F)a.gscale;
         for (int j = 0; j < nb; ++j) {
+          // (1-y) - lw sigmoid(-x) == lw sigmoid(x) - pw y: use the form without cancellation.
           F lw = PW ? F(1) + (pw[j] - F(1)) * y[j] : F(1);
-          G[j] = (S)(sc * ((F(1) - y[j]) - lw * (F(1) - sg[j])));
+          F g = x[j] < F(0) ? lw * sg[j] - (PW ? pw[j] : F(1)) * y[j] : (F(1) - y[j]) - lw * sn[j];
+          G[j] = (S)(sc * g);
         }
       }
     } else {
@@ -966,7 +985,7 @@ void labels_t(const LabelArgs& a, LabelResult& out) {
       double ws = 0; int64_t cnt = 0;
       for (int64_t e = e0; e < e1; ++e) {
         int64_t y = label_at(T + e);
-        if (y == a.ignore) continue;
+        if (y == a.ignore && !label_wraps<L>(y)) continue;
         if (y < 0 || y >= a.C) {
           if (!part[k].bad) { part[k].bad = true; part[k].bad_value = y; part[k].bad_index = e; }
           continue;
@@ -999,31 +1018,45 @@ void labels_entry(const LabelArgs& a, LabelResult& r) {
 
 // ---------------------------------------------------------------------------------------------
 // Logistic-regression loss surface: every grid point, every sample, in one call (float64).
+// X is split into two contiguous columns once so the sample loop is plain vector loads.
 void surface_entry(const SurfaceArgs& a) {
-  constexpr int B = 8;
-  const int64_t G = a.n1 * a.n2;
+  using VD = vd;
+  constexpr int VN = VecT<double>::N, K = 2, STEP = VN * K;
+  const int64_t n = a.n, G = a.n1 * a.n2;
+  double* cols = (double*)malloc(sizeof(double) * (size_t)(2 * n + 1));
+  double* x0 = cols; double* x1 = cols + n;
+  for (int64_t k = 0; k < n; ++k) { x0[k] = a.X[2 * k]; x1[k] = a.X[2 * k + 1]; }
+  const int64_t nv = n / STEP * STEP;
   int nth = G > 1 ? a.nthreads : 1;
 #pragma omp parallel for schedule(dynamic, 4) num_threads(nth) if (nth > 1)
   for (int64_t g = 0; g < G; ++g) {
     const double w1 = a.w1[g % a.n1], w2 = a.w2[g / a.n1], b = a.bias;
-    double ls[B] = {}, ac[B] = {};
-    for (int64_t k0 = 0; k0 < a.n; k0 += B) {
-      const int nb = (int)imin(B, a.n - k0);
-      for (int j = 0; j < B; ++j) {
-        const int64_t k = j < nb ? k0 + j : k0;
-        const double z = w1 * a.X[2 * k] + w2 * a.X[2 * k + 1] + b, y = a.y[k];
-        const double az = z < 0 ? -z : z;
-        const double l = (1.0 - y) * z + ld_log1p(ld_exp(-az)) + (z < 0 ? -z : 0.0);
-        const double hit = (z > 0) == (y >= 0.5) ? 1.0 : 0.0;
-        ls[j] += j < nb ? l : 0.0;
-        ac[j] += j < nb ? hit : 0.0;
+    VD ls[K], ac[K];
+    for (int q = 0; q < K; ++q) { ls[q] = VD{}; ac[q] = VD{}; }
+    for (int64_t k0 = 0; k0 < nv; k0 += STEP) {
+#pragma GCC unroll 4
+      for (int q = 0; q < K; ++q) {
+        const VD z = vfma(vd{} + w1, vload<VD>(x0 + k0 + q * VN), vfma(vd{} + w2, vload<VD>(x1 + k0 + q * VN), vd{} + b));
+        const VD y = vload<VD>(a.y + k0 + q * VN);
+        const VD az = z < 0.0 ? -z : z;
+        const VD l = (1.0 - y) * z + vlog1p(vexp_neg(-az)) + (z < 0.0 ? -z : VD{});
+        ls[q] += l;
+        ac[q] += ((z > 0.0) == (y >= 0.5)) ? VD{} + 1.0 : VD{};
       }
     }
     double L = 0, A = 0;
-    for (int j = 0; j < B; ++j) { L += ls[j]; A += ac[j]; }
-    a.loss[g] = a.n ? L / (double)a.n : __builtin_nan("");
-    if (a.acc) a.acc[g] = a.n ? A / (double)a.n : __builtin_nan("");
+    for (int q = 0; q < K; ++q)
+      for (int j = 0; j < VN; ++j) { L += ls[q][j]; A += ac[q][j]; }
+    for (int64_t k = nv; k < n; ++k) {
+      const double z = w1 * x0[k] + w2 * x1[k] + b, y = a.y[k];
+      const double az = z < 0 ? -z : z;
+      L += (1.0 - y) * z + ld_log1p(ld_exp(-az)) + (z < 0 ? -z : 0.0);
+      A += (z > 0) == (y >= 0.5) ? 1.0 : 0.0;
+    }
+    a.loss[g] = n ? L / (double)n : __builtin_nan("");
+    if (a.acc) a.acc[g] = n ? A / (double)n : __builtin_nan("");
   }
+  free(cols);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -234,3 +234,26 @@ LD_INLINE vd vexp_neg(vd x) {
 
 template <class V> LD_INLINE V vload(const void* p) { V v; __builtin_memcpy(&v, p, sizeof(V)); return v; }
 template <class V> LD_INLINE void vstore(void* p, V v) { __builtin_memcpy(p, &v, sizeof(V)); }
+
+// log(u) and log1p(s) on double vectors (same algorithm as the scalar ld_log(double)).
+LD_INLINE vd vlog(vd u) {
+  vl b = (vl)u;
+  vl e = ((b >> 52) & 0x7ff) - 1023;
+  vd f = (vd)((b & 0xfffffffffffffll) | 0x3ff0000000000000ll);
+  vl big = f > 1.4142135623730951;
+  f = big ? f * 0.5 : f;
+  e = e - big;  // big is -1 where true
+  vd z = (f - 1.0) / (f + 1.0), z2 = z * z;
+  vd p = vd{} + 2.0 / 19;
+  const double c[] = {2.0 / 17, 2.0 / 15, 2.0 / 13, 2.0 / 11, 2.0 / 9, 2.0 / 7, 2.0 / 5, 2.0 / 3, 2.0};
+  for (double k : c) p = vfma(p, z2, vd{} + k);
+  vd fe = __builtin_convertvector(e, vd);
+  return vfma(fe, vd{} + 6.93147180369123816490e-01, vfma(z, p, fe * 1.90821492927058770002e-10));
+}
+LD_INLINE vd vlog1p(vd s) {  // s >= 0
+  vd u = s + 1.0;
+  vd d = u - 1.0;
+  vl one = d == 0.0;
+  vd r = vlog(u) - (d - s) / u;
+  return one ? s : r;
+}

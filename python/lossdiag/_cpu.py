@@ -38,7 +38,7 @@ def _call_ce(x, t, lay, soft, tcode, w, ign, eps, *, probs=False, loss=True, gra
         sa.get("sample_true"), sa.get("sample_pred"),
     )
     if r["bad"]:
-        raise V.bad_label_error(r["bad_value"], r["bad_index"], lay.C, ign)
+        raise V.bad_label_error(r["bad_value"], r["bad_index"], lay.C, ign, dtype=t.dtype)
     return r
 
 
@@ -49,10 +49,11 @@ def _grad_scale(t, lay, soft, tcode, w, ign, reduction) -> float:
         return 1.0 / lay.E if reduction == "mean" and lay.E else 1.0
     r = _core.labels(t, tcode, lay.E, lay.C, ign, w)
     if r["bad"]:
-        raise V.bad_label_error(r["bad_value"], r["bad_index"], lay.C, ign)
+        raise V.bad_label_error(r["bad_value"], r["bad_index"], lay.C, ign, dtype=t.dtype)
     if reduction != "mean":
         return 1.0
-    return 1.0 / r["wsum"] if r["wsum"] != 0 else 0.0
+    # Zero weight over counted elements: 0/0, NaN on the counted rows as in PyTorch.
+    return 1.0 / r["wsum"] if r["wsum"] != 0 else (math.nan if r["count"] else 0.0)
 
 
 def _reduce(r, lay, soft, eps, reduction, loss_out):

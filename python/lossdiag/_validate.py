@@ -159,7 +159,12 @@ def check_options(ignore_index: Any, label_smoothing: Any, reduction: Any) -> tu
 
 
 def check_top_k(top_k: Any, C: int) -> list[int]:
-    ks = [top_k] if isinstance(top_k, (int, np.integer)) else list(top_k)
+    if isinstance(top_k, (int, np.integer)) and not isinstance(top_k, bool):
+        ks = [top_k]
+    elif isinstance(top_k, (list, tuple)):
+        ks = list(top_k)
+    else:
+        raise TypeError(f"top_k: expected an int or a tuple of ints, got {top_k!r}")
     if not ks:
         raise ValueError("top_k: must not be empty")
     if len(ks) > 8:
@@ -198,7 +203,10 @@ def check_out(out: Any, x: np.ndarray, name: str = "out") -> np.ndarray:
     return out
 
 
-def bad_label_error(value: int, index: int, C: int, ignore_index: int, name: str = "target"):
+def bad_label_error(value: int, index: int, C: int, ignore_index: int, name: str = "target",
+                    dtype: Any = None):
+    if dtype is not None and np.dtype(dtype) == np.uint64 and value < 0:
+        value += 2**64  # the kernel reports labels as int64
     return ValueError(
         f"{name}: label {value} at flat index {index} is outside [0, {C}) and is not "
         f"ignore_index={ignore_index}"
