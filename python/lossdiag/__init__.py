@@ -83,10 +83,10 @@ def info() -> dict[str, Any]:
 
 def __getattr__(name: str) -> Any:
     # The diagnosis layer and landscapes import matplotlib lazily: keep `import lossdiag` fast.
-    if name in ("History",):
-        from .history import History
+    if name in ("History", "HistoryFormatError"):
+        from . import history
 
-        return History
+        return getattr(history, name)
     if name in ("diagnose", "Diagnosis", "Finding"):
         from . import diagnosis
 
@@ -99,7 +99,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "BatchStats", "Diagnosis", "Finding", "History", "Metrics", "accuracy", "binary_accuracy",
+    "BatchStats", "Diagnosis", "Finding", "History", "HistoryFormatError", "Metrics", "accuracy",
+    "binary_accuracy",
     "binary_cross_entropy", "binary_cross_entropy_grad", "cross_entropy", "cross_entropy_grad",
     "diagnose", "evaluate", "evaluate_binary", "get_num_threads", "info", "landscape",
     "set_num_threads",

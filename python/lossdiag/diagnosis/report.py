@@ -271,11 +271,16 @@ class Diagnosis:
                     lo = lo - 0.5
                 a.axvspan(lo, hi, color=_COLORS[f.severity], alpha=0.12)
                 if a is axes[0]:
-                    a.text(lo, 1.0 - 0.07 * (i % 5), f" {f.code}",
+                    a.text(lo, 1.0 - 0.08 * (i % 5), f" {f.code}",
                            transform=a.get_xaxis_transform(), fontsize=8,
-                           color=_COLORS[f.severity], va="top")
+                           color=_COLORS[f.severity], va="top",
+                           bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none",
+                                 "pad": 1.0})
         ax.legend(loc="best", fontsize=8)
         axes[-1].set_xlabel(view.unit)
+        from matplotlib.ticker import MaxNLocator
+
+        axes[-1].xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         fig.suptitle(self.summary.get("source") or "training history", fontsize=10)
         return fig
 
