@@ -271,9 +271,18 @@ def ref_binary_cross_entropy(logits, target, *, pos_weight=None, reduction="mean
     assert pw.shape == x.shape, "pos_weight must broadcast to logits"
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         if from_logits:
+            # torch's (1-y)x + lw*softplus(-x), lw = 1+(pw-1)y, rewritten without cancellation
+            # (for x < 0 the two terms nearly cancel: -40 + 40.000...0004 is 0 even in float64):
+            #   x >= 0: (1-y)x + lw*log1p(exp(-x));  x < 0: -pw*y*x + lw*log1p(exp(x))
+            # and the gradient (1-y) - lw*sigmoid(-x) = (1-y)*sigmoid(x) - pw*y*sigmoid(-x).
             lw = 1.0 + (pw - 1.0) * y
-            per = (1.0 - y) * x + lw * _softplus(-x)
-            dper = (1.0 - y) - lw * _sigmoid(-x)
+            l1p = np.log1p(np.exp(-np.abs(x)))
+            per = np.where(x >= 0, (1.0 - y) * x + lw * l1p, -pw * y * x + lw * l1p)
+            per = np.where(np.isnan(x), np.nan, per)
+            # torch gives +inf for x=+inf, y=0 (and NaN for other infinite cases); keep that one
+            per = np.where((x == np.inf) & (y == 0), np.inf, per)
+            dper = (1.0 - y) * _sigmoid(x) - pw * y * _sigmoid(-x)
+            dper = np.where(np.isnan(x), np.nan, dper)
         else:
             lo, hi = clip_bounds(clip_dtype)
             inside = (x >= lo) & (x <= hi)

@@ -23,7 +23,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-SETTINGS = settings(max_examples=150, deadline=None, derandomize=False,
+SETTINGS = settings(max_examples=400, deadline=None, derandomize=False,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 FLOATS = [np.float16, np.float32, np.float64]
@@ -126,7 +126,7 @@ def test_accuracy(data):
     assert (math.isnan(got) and math.isnan(ref)) or got == pytest.approx(ref, rel=1e-15)
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_evaluate(data):
     x, xr, y, yr, dtype, opts, C = data.draw(problems(soft_ok=False))

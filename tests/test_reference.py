@@ -337,6 +337,17 @@ def test_ref_bce_probabilities_vs_torch_autograd():
     assert_eq(rg, P.grad.numpy(), rtol=1e-10)
 
 
+def test_ref_bce_no_cancellation():
+    # log1p(exp(-40)) = 4.248e-18: the torch formula -40 + 40.0..04 gives 0 even in float64
+    x = np.array([-40.0, -23.0, 40.0, 23.0])
+    y = np.array([0.0, 0.0, 1.0, 1.0])
+    loss, g = R.ref_binary_cross_entropy(x, y, reduction="none")
+    exact = np.log1p(np.exp(-np.array([40.0, 23.0, 40.0, 23.0])))
+    assert_eq(loss, exact, rtol=1e-15, atol=0)
+    sig = 1 / (1 + np.exp(np.array([40.0, 23.0, 40.0, 23.0])))
+    assert_eq(g, sig * np.array([1, 1, -1, -1]), rtol=1e-15, atol=0)
+
+
 def test_ref_bce_grad_fd():
     r = rng(10)
     x = r.normal(size=(3, 4))
