@@ -48,6 +48,9 @@ class Layout:
 
 def check_dtype_logits(x: Any, name: str = "logits") -> None:
     dt = np.dtype(x.dtype)
+    if dt.kind == "f" and not dt.isnative:
+        raise TypeError(f"{name}: non-native byte order ({dt.str}) is not supported; "
+                        "convert with .astype(dt.newbyteorder('='))")
     if dt not in _LOGIT_CODES:
         kind = "integer" if dt.kind in "iub" else dt.name
         raise TypeError(
@@ -108,6 +111,8 @@ def resolve_layout(shape: tuple[int, ...], axis: Any) -> Layout:
 def check_target(target: Any, lay: Layout, name: str = "target") -> tuple[bool, int]:
     """Return (soft, dtype code) for the target, raising for wrong shapes and dtypes."""
     dt = np.dtype(target.dtype)
+    if not dt.isnative:
+        raise TypeError(f"{name}: non-native byte order ({dt.str}) is not supported")
     if dt.kind == "f":
         if dt not in _LOGIT_CODES:
             raise TypeError(f"{name}: float dtype {dt.name} is not supported")
