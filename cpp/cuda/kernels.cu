@@ -20,9 +20,17 @@
 //    matter) on per-block shared-memory histograms, aggregated per warp with __match_any_sync.
 //  * No floating-point atomics, no host synchronisation: results land in device slabs.
 //  * 64-bit element indexing throughout.
+#ifdef LDCUDA_EMU  // host emulation for testing without a GPU (cpp/cuda/emu, tests only)
+#include "emu/cuda_emu.h"
+#define LD_DYN_SMEM(name) unsigned char* name = ::ldemu::dyn_smem()
+#define LD_LAUNCH(k, grid, block, smem, stream) ::ldemu::launch(k, grid, block, smem)
+#else
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#define LD_DYN_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#define LD_LAUNCH(k, grid, block, smem, stream) k<<<grid, block, smem, stream>>>
+#endif
 
 #include <algorithm>
 #include <cstdint>
@@ -105,6 +113,11 @@ __device__ __forceinline__ int64_t ldl(const void* p, int64_t k, int dt) {
     case L_U64: return (int64_t) static_cast<const uint64_t*>(p)[k];
     default: return static_cast<const int64_t*>(p)[k];
   }
+}
+
+// uint64 labels above INT64_MAX read negative: they never match a (negative) ignore_index.
+__device__ __forceinline__ bool is_ignored(int64_t y, int64_t ignore, int dt) {
+  return y == ignore && !(dt == L_U64 && y < 0);
 }
 
 __device__ __forceinline__ int bin_of(double v, int bins) {
@@ -223,6 +236,7 @@ struct StatsCtx {
 struct StatIn {
   bool vf = false;    // contributes an element to the statistics (valid, all logits finite)
   bool sv = false;    // counts in sample_count (valid element, finite or not)
+  bool sc = false;    // counts in sample_correct (top-1 correct, no NaN; finite or not)
   int cls = 0, pred = 0;
   bool ok = false;
   double li = 0.0, conf = 0.0;
@@ -235,6 +249,8 @@ __device__ void stats_push(const StatsCtx& s, const StatIn& in) {
   if (s.s_count) {
     const unsigned sv = __ballot_sync(FULL, in.sv);
     agg_count(s.s_count, in.n, sv, in.sv);
+    const unsigned scm = __ballot_sync(FULL, in.sc);
+    agg_count(s.s_correct, in.n, scm, in.sc);
   }
   const unsigned act = __ballot_sync(FULL, in.vf);
   if (act == 0) return;  // warp-uniform
@@ -291,7 +307,6 @@ __device__ void stats_push(const StatsCtx& s, const StatIn& in) {
     agg_count(s.s_true, kt, act, in.vf);
     agg_count(s.s_pred, kp, act, in.vf);
     agg_count(s.s_inter, kt, okm, hit);
-    agg_count(s.s_correct, (long long)in.n, okm, hit);
   }
 }
 
@@ -324,13 +339,21 @@ struct CEK {
 template <class S, class F>
 __device__ __forceinline__ void stage_rows_t(F* st, const S* X, int64_t g0, int cnt, int C, int Cp,
                                              int NT) {
+  constexpr int U = 8;  // independent loads in flight per thread
   const int tid = threadIdx.x;
   int r = tid / C, c = tid - (tid / C) * C;
   const int qd = NT / C, rd = NT - qd * C;
-  for (int k = tid; k < cnt; k += NT) {
-    st[r * Cp + c] = (F)tof(X[g0 + k]);
-    c += rd; r += qd;
-    if (c >= C) { c -= C; ++r; }
+  for (int k0 = tid; k0 < cnt; k0 += U * NT) {
+    S v[U];
+#pragma unroll
+    for (int u = 0; u < U; ++u)
+      if (k0 + u * NT < cnt) v[u] = X[g0 + k0 + u * NT];
+#pragma unroll
+    for (int u = 0; u < U; ++u) {
+      if (k0 + u * NT < cnt) st[r * Cp + c] = (F)tof(v[u]);
+      c += rd; r += qd;
+      if (c >= C) { c -= C; ++r; }
+    }
   }
 }
 
@@ -341,18 +364,36 @@ __device__ __forceinline__ void load_regs_t(F (&xr)[CR], const S* X, int64_t bas
     if (c < C) xr[c] = (F)tof(X[base + (int64_t)c * cs]);
 }
 
-// The class loop of this lane: all classes (G == 1) or c = lane, lane + 32, ... (G == 32). With a
-// register cache (CR > 0, G == 1) the loop is fully unrolled so xr[] stays in registers.
-#define LD_FOR_CLASSES(c)                                                              \
-  _Pragma("unroll") for (int c = (G == 1 ? 0 : lane); c < (CR > 0 ? CR : C); c += G) \
-    if (CR == 0 || c < C)
+// Calls body(c, src(c)) for this lane's classes in increasing order: all classes (G == 1) or
+// c = lane, lane + 32, ... (G == 32). With a register cache (CR > 0, G == 1) the loop is fully
+// unrolled so that xr[] stays in registers; otherwise the values are loaded U at a time before
+// they are used, so each thread keeps U independent loads in flight (memory-level parallelism).
+template <class F, int G, int CR, class Src, class Body>
+__device__ __forceinline__ void for_classes(int C, int lane, const Src& src, const Body& body) {
+  if constexpr (CR > 0) {
+#pragma unroll
+    for (int c = 0; c < CR; ++c)
+      if (c < C) body(c, src(c));
+  } else {
+    constexpr int U = G == 1 ? 8 : 16;
+    for (int c0 = G == 1 ? 0 : lane; c0 < C; c0 += G * U) {
+      F v[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if (c0 + u * G < C) v[u] = src(c0 + u * G);
+#pragma unroll
+      for (int u = 0; u < U; ++u)
+        if (c0 + u * G < C) body(c0 + u * G, v[u]);
+    }
+  }
+}
 
 template <class F, int G, int CR>
 __global__ void __launch_bounds__(G == 1 ? 256 : 128) ce_kernel(const CEK P) {
   constexpr int NT = G == 1 ? 256 : 128;
   constexpr int NW = NT / 32;
   constexpr int STEP = G == 1 ? NT : NW;  // elements per block step
-  extern __shared__ __align__(16) unsigned char smem[];
+  LD_DYN_SMEM(smem);
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const int C = (int)P.C;
   const int bins = P.bins;
@@ -456,7 +497,7 @@ __global__ void __launch_bounds__(G == 1 ? 256 : 128) ce_kernel(const CEK P) {
         bool valid = false, isig = false;
         if (!P.soft) {
           const int64_t yy = ldl(P.t, e, P.tdt);
-          isig = yy == P.ignore;
+          isig = is_ignored(yy, P.ignore, P.tdt);
           const bool bad = !isig && (yy < 0 || yy >= P.C);
           if (bad && owner) flag_bad(P.err, e);
           valid = !isig && !bad;
@@ -464,10 +505,9 @@ __global__ void __launch_bounds__(G == 1 ? 256 : 128) ce_kernel(const CEK P) {
         } else {
           F tb = ninf<F>();
           int ta = BIG;
-          LD_FOR_CLASSES(c) {
-            const F v = TT(c);
+          for_classes<F, G, 0>(C, lane, TT, [&](int c, F v) {
             if (ta == BIG ? !(v != v) : v > tb) { tb = v; ta = c; }
-          }
+          });
           if (G > 1) warp_argmax(tb, ta);
           y = ta == BIG ? 0 : ta;
           valid = true;
@@ -487,13 +527,12 @@ __global__ void __launch_bounds__(G == 1 ? 256 : 128) ce_kernel(const CEK P) {
         }
         F m = ninf<F>(), m2 = ninf<F>(), fin = 0;
         int am = BIG, gt = 0;
-        LD_FOR_CLASSES(c) {
-          const F v = X(c);
+        for_classes<F, G, CR>(C, lane, X, [&](int c, F v) {
           gt += (v > xy) | ((v == xy) & (c < y));
           fin += v - v;
           if (c != y && v > m2) m2 = v;
           if (v > m) { m = v; am = c; }
-        }
+        });
         if (G > 1) {
           warp_argmax(m, am);
           m2 = warp_max(m2);
@@ -501,13 +540,13 @@ __global__ void __launch_bounds__(G == 1 ? 256 : 128) ce_kernel(const CEK P) {
           gt = warp_sum(gt);
         }
         if (am == BIG) am = 0;
-        int nf = 0;
-        if (!(fin == F(0))) {  // rare: count the non-finite values
-          LD_FOR_CLASSES(c) {
-            const F v = X(c);
+        int nf = 0, nn = 0;  // non-finite values, NaN values
+        if (!(fin == F(0))) {  // rare: count them
+          for_classes<F, G, CR>(C, lane, X, [&](int, F v) {
             nf += !(v - v == F(0));
-          }
-          if (G > 1) nf = warp_sum(nf);
+            nn += v != v;
+          });
+          if (G > 1) { nf = warp_sum(nf); nn = warp_sum(nn); }
         }
 
         double li = 0.0;
@@ -517,8 +556,7 @@ __global__ void __launch_bounds__(G == 1 ? 256 : 128) ce_kernel(const CEK P) {
           // relative precision for confident predictions), smoothing / soft-target sums, and
           // sum e*d for the entropy.
           F se = 0, ties = 0, sm = 0, Bs = 0;
-          LD_FOR_CLASSES(c) {
-            const F v = X(c);
+          for_classes<F, G, CR>(C, lane, X, [&](int c, F v) {
             const F d = v - m;
             const F ev = ex(d);
             const bool z = d == F(0);
@@ -535,7 +573,7 @@ __global__ void __launch_bounds__(G == 1 ? 256 : 128) ce_kernel(const CEK P) {
               sm += wc * -d;
             }
             if (P.stats) sd = fma(ev, d, sd);
-          }
+          });
           if (G > 1) {
             se = warp_sum(se); ties = warp_sum(ties); sm = warp_sum(sm);
             A = warp_sum(A); Bs = warp_sum(Bs); sd = warp_sum(sd);
@@ -583,8 +621,8 @@ __global__ void __launch_bounds__(G == 1 ? 256 : 128) ce_kernel(const CEK P) {
             ca = valid ? (F)gs : F(0);
             cb = ca * A;
           }
-          LD_FOR_CLASSES(c) {
-            const F p = ex(X(c) - m) * inv;
+          for_classes<F, G, CR>(C, lane, X, [&](int c, F v) {
+            const F p = ex(v - m) * inv;
             const F wc = P.w ? (F)P.w[c] : F(1);
             F gv;
             if (!P.soft) {
@@ -596,7 +634,7 @@ __global__ void __launch_bounds__(G == 1 ? 256 : 128) ce_kernel(const CEK P) {
             }
             if (CR > 0 && stg) stg[c] = gv;
             else stx<F>(P.g, base + (int64_t)c * cs, P.xdt, gv);
-          }
+          });
         }
 
         if (owner) {
@@ -605,7 +643,7 @@ __global__ void __launch_bounds__(G == 1 ? 256 : 128) ce_kernel(const CEK P) {
           for (int k = 0; k < 8; ++k)
             if (k < P.nk) {
               const bool hit = P.ks[k] == 1 ? am == y : (int64_t)gt < P.ks[k];
-              corr[k] += valid && nf == 0 && hit;
+              corr[k] += valid && nn == 0 && hit;  // NaN never wins; +-inf compare as usual
             }
         }
 
@@ -613,6 +651,7 @@ __global__ void __launch_bounds__(G == 1 ? 256 : 128) ce_kernel(const CEK P) {
           const bool vf = valid && nf == 0;
           si.vf = vf;
           si.sv = valid && P.per_sample;
+          si.sc = si.sv && nn == 0 && am == y;
           if (P.per_sample) si.n = e / P.S;
           if (vf) {
             const F pt = ex(dy) * inv;
@@ -686,7 +725,7 @@ __global__ void __launch_bounds__(G == 1 ? 256 : 128) ce_kernel(const CEK P) {
 template <class F>
 __global__ void __launch_bounds__(256) ce_prob_kernel(const CEK P) {
   constexpr int NT = 256;
-  extern __shared__ __align__(16) unsigned char smem[];
+  LD_DYN_SMEM(smem);
   double* red = reinterpret_cast<double*>(smem + P.sm_red);
   const int tid = threadIdx.x;
   const int C = (int)P.C;
@@ -716,7 +755,7 @@ __global__ void __launch_bounds__(256) ce_prob_kernel(const CEK P) {
       bool valid = true;
       if (!P.soft) {
         const int64_t yy = ldl(P.t, e, P.tdt);
-        const bool isig = yy == P.ignore;
+        const bool isig = is_ignored(yy, P.ignore, P.tdt);
         ign += isig;
         const bool bad = !isig && (yy < 0 || yy >= P.C);
         if (bad) flag_bad(P.err, e);
@@ -804,7 +843,7 @@ struct BK {
 template <class F>
 __global__ void __launch_bounds__(256) bce_kernel(const BK P) {
   constexpr int NT = 256, NW = NT / 32;
-  extern __shared__ __align__(16) unsigned char smem[];
+  LD_DYN_SMEM(smem);
   double* red = reinterpret_cast<double*>(smem + P.sm_red);
   const int tid = threadIdx.x, warp = tid >> 5;
   const int bins = P.bins;
@@ -851,14 +890,22 @@ __global__ void __launch_bounds__(256) bce_kernel(const BK P) {
         if (!(y >= F(0) && y <= F(1))) flag_bad(P.err, e);
         F li, sg;
         if (!P.probs) {
+          // (1-y) x + lw softplus(-x) as a sum of non-negative terms (no cancellation for
+          // confident logits): x < 0 gives -x pw y, x >= 0 gives (1-y) x.
           const F ax = x < F(0) ? -x : x;
           const F exv = ex(-ax);
-          const F spn = lg1p(exv) + (x < F(0) ? -x : F(0));  // softplus(-x)
+          const F l1 = lg1p(exv);
           const F lw = P.pw ? F(1) + (pw - F(1)) * y : F(1);
-          li = (F(1) - y) * x + lw * spn;
+          const F lin = x < F(0) ? -x * pw * y : (F(1) - y) * x;
+          li = lin + lw * l1;
           const F inv = F(1) / (F(1) + exv);
-          sg = x >= F(0) ? inv : exv * inv;  // sigmoid(x)
-          if (P.grad) stx<F>(P.g, e, P.xdt, sc_g * ((F(1) - y) - lw * (F(1) - sg)));
+          sg = x >= F(0) ? inv : exv * inv;        // sigmoid(x)
+          const F sn = x >= F(0) ? exv * inv : inv;  // sigmoid(-x), without 1 - sigmoid(x)
+          if (P.grad) {
+            // (1-y) - lw sigmoid(-x) == lw sigmoid(x) - pw y: the form without cancellation.
+            const F gv = x < F(0) ? lw * sg - pw * y : (F(1) - y) - lw * sn;
+            stx<F>(P.g, e, P.xdt, sc_g * gv);
+          }
         } else {
           const F p = x < lo ? lo : (x > hi ? hi : x);
           li = -(pw * y * lg(p) + (F(1) - y) * lg(F(1) - p));
@@ -879,7 +926,7 @@ __global__ void __launch_bounds__(256) bce_kernel(const BK P) {
         const bool yt = y >= F(0.5), pr = (double)x > P.threshold;
         cnt += 1;
         nfv += !fin;
-        correct += fin && yt == pr;
+        correct += !(x != x) && yt == pr;  // NaN: wrong; +-inf compare as usual
         if (P.stats && fin) {
           const double p = (double)sg, pt = yt ? p : 1.0 - p, conf = p > 0.5 ? p : 1.0 - p;
           si.vf = true;
@@ -943,26 +990,30 @@ __global__ void __launch_bounds__(256) weight_kernel(const double* w, int64_t n,
 __global__ void __launch_bounds__(256) labels_kernel(const void* t, int tdt, int64_t E, int64_t C,
                                                      int64_t ignore, const double* w,
                                                      int64_t per_block, ull* err, double* part) {
-  __shared__ double red[8];
+  __shared__ double red[16];
   const int64_t b0 = (int64_t)blockIdx.x * per_block;
   const int64_t b1 = b0 + per_block < E ? b0 + per_block : E;
-  double s = 0.0;
+  double s = 0.0, n = 0.0;
   for (int64_t e = b0 + threadIdx.x; e < b1; e += 256) {
     const int64_t y = ldl(t, e, tdt);
-    if (y == ignore) continue;
+    if (is_ignored(y, ignore, tdt)) continue;
     if (y < 0 || y >= C) { flag_bad(err, e); continue; }
     s += w ? w[y] : 1.0;
+    n += 1.0;
   }
-  double vv[1] = {s};
-  block_sum<256, 1>(vv, red);
-  if (threadIdx.x == 0) part[blockIdx.x] = vv[0];
+  double vv[2] = {s, n};
+  block_sum<256, 2>(vv, red);
+  if (threadIdx.x == 0) { part[2 * blockIdx.x] = vv[0]; part[2 * blockIdx.x + 1] = vv[1]; }
 }
 
+// 1 / sum(weight[y]); a zero sum over counted elements is 0/0: NaN gradients, as in PyTorch.
 __global__ void labels_final_kernel(const double* part, int64_t n, double* gscale) {
-  double s = 0.0;
-  for (int64_t k = threadIdx.x; k < n; k += 32) s += part[k];
+  double s = 0.0, c = 0.0;
+  for (int64_t k = threadIdx.x; k < n; k += 32) { s += part[2 * k]; c += part[2 * k + 1]; }
   s = warp_sum(s);
-  if (threadIdx.x == 0) *gscale = s != 0.0 ? 1.0 / s : 0.0;
+  c = warp_sum(c);
+  if (threadIdx.x == 0)
+    *gscale = s != 0.0 ? 1.0 / s : (c != 0.0 ? __longlong_as_double(0x7ff8000000000000LL) : 0.0);
 }
 
 // sample_loss_sum[n] = sum of the per-element losses of sample n, in a fixed order.
@@ -1149,7 +1200,7 @@ void run_ce_kernel(CEK& K, const CEArgs& a, const Workspace& ws, cudaStream_t st
     if (K.sm_rows < 0) K.grows = static_cast<double*>(ws.get(std::max<int64_t>(Gb * NW * C, 1) * 8));
   }
   if (Gb > 0) {
-    kern<<<(unsigned)Gb, NT, smem, st>>>(K);
+    LD_LAUNCH(kern, (unsigned)Gb, NT, smem, st)(K);
     check(cudaGetLastError(), "ce kernel launch");
   }
 }
@@ -1163,7 +1214,7 @@ void run_ce_prob_kernel(CEK& K, const CEArgs& a, const Workspace& ws, cudaStream
   K.tpb = tpb;
   K.iblk = static_cast<long long*>(ws.get(std::max<int64_t>(Gb, 1) * kNI * 8));
   if (Gb > 0) {
-    ce_prob_kernel<F><<<(unsigned)Gb, 256, sp.off, st>>>(K);
+    LD_LAUNCH(ce_prob_kernel<F>, (unsigned)Gb, 256, sp.off, st)(K);
     check(cudaGetLastError(), "ce prob kernel launch");
   }
 }
@@ -1177,9 +1228,9 @@ void launch_tail(int device, cudaStream_t st, const double* tile_part, int64_t n
   fk.f = f; fk.i = reinterpret_cast<long long*>(i);
   fk.f_class_loss = L.f_class_loss; fk.f_conf_sum = L.f_conf_sum; fk.i_conf_fix = L.i_conf_fix;
   const int64_t cols = NS + kNI + C + (bins + 31) / 32;
-  finalize_kernel<<<(unsigned)cdiv(cols, 8), 256, 0, st>>>(fk);
+  LD_LAUNCH(finalize_kernel, (unsigned)cdiv(cols, 8), 256, 0, st)(fk);
   check(cudaGetLastError(), "finalize kernel launch");
-  derive_kernel<<<1, 32, 0, st>>>(dk);
+  LD_LAUNCH(derive_kernel, 1, 32, 0, st)(dk);
   check(cudaGetLastError(), "derive kernel launch");
   (void)device;
 }
@@ -1212,7 +1263,7 @@ void launch_ce(const CEArgs& a, const Workspace& ws) {
   // Class weights: validated and summed on the device (errors are reported later, see _gpu.py).
   if (a.w) {
     double* Wp = static_cast<double*>(ws.get(8));
-    weight_kernel<<<1, 256, 0, st>>>(a.w, a.C, true, errw, Wp);
+    LD_LAUNCH(weight_kernel, 1, 256, 0, st)(a.w, a.C, true, errw, Wp);
     check(cudaGetLastError(), "weight kernel launch");
     K.Wp = Wp;
   }
@@ -1224,11 +1275,11 @@ void launch_ce(const CEArgs& a, const Workspace& ws) {
     } else {
       const int64_t Gl = std::min<int64_t>(cdiv(a.E, 4096), 1024);
       const int64_t per = cdiv(a.E, Gl);
-      double* part = static_cast<double*>(ws.get(Gl * 8 + 8));
-      double* gsp = part + Gl;
-      labels_kernel<<<(unsigned)Gl, 256, 0, st>>>(a.t, a.tdt, a.E, a.C, a.ignore, a.w, per, err, part);
+      double* part = static_cast<double*>(ws.get(Gl * 16 + 8));
+      double* gsp = part + 2 * Gl;
+      LD_LAUNCH(labels_kernel, (unsigned)Gl, 256, 0, st)(a.t, a.tdt, a.E, a.C, a.ignore, a.w, per, err, part);
       check(cudaGetLastError(), "labels kernel launch");
-      labels_final_kernel<<<1, 32, 0, st>>>(part, Gl, gsp);
+      LD_LAUNCH(labels_final_kernel, 1, 32, 0, st)(part, Gl, gsp);
       check(cudaGetLastError(), "labels final kernel launch");
       K.gsp = gsp;
     }
@@ -1272,7 +1323,7 @@ void launch_ce(const CEArgs& a, const Workspace& ws) {
     else run_ce_kernel<float, 32, 0>(K, a, ws, st, Gb);
   }
   if (ps && K.S > 1) {
-    segsum_kernel<<<(unsigned)a.N, 256, 0, st>>>(a.elem_loss, K.S, a.s_loss);
+    LD_LAUNCH(segsum_kernel, (unsigned)a.N, 256, 0, st)(a.elem_loss, K.S, a.s_loss);
     check(cudaGetLastError(), "segsum kernel launch");
   }
   DerK dk;
@@ -1298,7 +1349,7 @@ void launch_bce(const BCEArgs& a, const Workspace& ws) {
   K.gs = (a.reduction == RED_MEAN && a.E) ? 1.0 / (double)a.E : 1.0;
   K.g = a.g; K.loss_out = a.loss_out; K.lo64 = a.xdt == X_F64; K.bins = a.bins; K.err = err;
   if (a.pw) {
-    weight_kernel<<<1, 256, 0, st>>>(a.pw, K.pw_len, false, errw, nullptr);
+    LD_LAUNCH(weight_kernel, 1, 256, 0, st)(a.pw, K.pw_len, false, errw, nullptr);
     check(cudaGetLastError(), "pos_weight kernel launch");
   }
   K.T = 4096;
@@ -1324,8 +1375,8 @@ void launch_bce(const BCEArgs& a, const Workspace& ws) {
   K.iblk = static_cast<long long*>(ws.get(std::max<int64_t>(Gb, 1) * kNI * 8));
   if (a.stats) K.cls_part = static_cast<double*>(ws.get(std::max<int64_t>(Gb, 1) * 2 * 8));
   if (Gb > 0) {
-    if (a.xdt == X_F64) bce_kernel<double><<<(unsigned)Gb, 256, sp.off, st>>>(K);
-    else bce_kernel<float><<<(unsigned)Gb, 256, sp.off, st>>>(K);
+    if (a.xdt == X_F64) LD_LAUNCH(bce_kernel<double>, (unsigned)Gb, 256, sp.off, st)(K);
+    else LD_LAUNCH(bce_kernel<float>, (unsigned)Gb, 256, sp.off, st)(K);
     check(cudaGetLastError(), "bce kernel launch");
   }
   DerK dk;
@@ -1343,7 +1394,7 @@ void launch_mem_read(int device, uintptr_t stream, const void* p, int64_t nbytes
   const int64_t n = nbytes / 16;
   if (n == 0) return;
   const int64_t blocks = std::min<int64_t>(cdiv(n, 256), (int64_t)sm_count(device) * 8);
-  mem_read_kernel<<<(unsigned)blocks, 256, 0, st>>>(static_cast<const uint4*>(p), n,
+  LD_LAUNCH(mem_read_kernel, (unsigned)blocks, 256, 0, st)(static_cast<const uint4*>(p), n,
                                                    reinterpret_cast<ull*>(out));
   check(cudaGetLastError(), "mem_read kernel launch");
 }

@@ -6,7 +6,11 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#ifdef LDCUDA_EMU
+#include "emu/cuda_emu.h"
+#else
 #include <cuda_runtime_api.h>
+#endif
 
 #include <cstdint>
 #include <stdexcept>
@@ -185,7 +189,11 @@ void bce(const py::dict& d, py::object alloc) {
 #define LOSSDIAG_CUDA_ARCHS ""
 #endif
 
-PYBIND11_MODULE(_cuda, m) {
+#ifndef LDCUDA_MODULE
+#define LDCUDA_MODULE _cuda
+#endif
+
+PYBIND11_MODULE(LDCUDA_MODULE, m) {
   m.doc() = "lossdiag compiled CUDA kernels (use the lossdiag package, not this module)";
   m.def("device_info", &device_info,
         "Name, compute capability, memory and versions of the current device; raises "
