@@ -30,7 +30,7 @@ class BatchStats:
         >>> s.count, s.correct[1], s.confusion.tolist()
         (2, 1, [[1, 0, 0], [0, 0, 0], [0, 1, 0]])
         >>> round(s.loss, 4)
-        1.6804
+        1.6672
     """
 
     num_classes: int
@@ -188,10 +188,10 @@ class Metrics:
         >>> m = lossdiag.Metrics(3)
         >>> rng = np.random.default_rng(0)
         >>> for _ in range(4):
-        ...     m.update(rng.normal(size=(8, 3, 4, 4)).astype(np.float32),
-        ...              rng.integers(0, 3, size=(8, 4, 4)))
+        ...     _ = m.update(rng.normal(size=(8, 3, 4, 4)).astype(np.float32),
+        ...                  rng.integers(0, 3, size=(8, 4, 4)))
         >>> r = m.compute()
-        >>> r["count"], r["confusion"].sum()
+        >>> r["count"], int(r["confusion"].sum())
         (512, 512)
         >>> 0.0 <= r["mean_iou"] <= 1.0
         True
@@ -223,6 +223,7 @@ class Metrics:
     # -- state ---------------------------------------------------------------------------------
     def reset(self) -> None:
         C, b = self.num_classes, self.bins
+        self._dev: Any = None  # sums of GPU batches not yet brought to the host (see _pull)
         self._state: dict[str, np.ndarray] = BatchStats.new_arrays(C, b, binary=self.binary)
         for k in _SCALAR_KEYS:
             self._state[k] = np.zeros((), np.int64 if k in (
@@ -239,6 +240,7 @@ class Metrics:
 
     def state_dict(self) -> dict[str, np.ndarray]:
         """Plain NumPy arrays, all of them sums: add them to combine states."""
+        self._pull()
         return {k: np.array(v, copy=True) for k, v in self._state.items()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -250,6 +252,7 @@ class Metrics:
             if arr.shape != v.shape:
                 raise ValueError(f"state: {k} has shape {arr.shape}, expected {v.shape}")
             self._state[k] = arr.astype(v.dtype, copy=True)
+        self._dev = None
 
     def merge(self, other: Metrics) -> Metrics:
         """Add another accumulator's state (same configuration) into this one."""
@@ -258,6 +261,8 @@ class Metrics:
         if (other.num_classes, other.bins, other.top_k, other.binary, other.imagewise) != (
                 self.num_classes, self.bins, self.top_k, self.binary, self.imagewise):
             raise ValueError("other: Metrics with a different configuration cannot be merged")
+        self._pull()
+        other._pull()
         for k in self._state:
             self._state[k] = self._state[k] + other._state[k]
         return self
@@ -267,14 +272,26 @@ class Metrics:
         """Evaluate one batch (one pass over the logits) and add it to the state."""
         from . import _api
 
+        opts, bopts = self.options, self.binary_options
+        if _api._on_gpu(logits):  # host weight / pos_weight: a device copy, uploaded once
+            from . import _gpu
+
+            opts, bopts = _gpu.metrics_options(self, logits)
         if self.binary:
-            s = _api.evaluate_binary(logits, target, bins=self.bins, **self.binary_options)
+            s = _api.evaluate_binary(logits, target, bins=self.bins, **bopts)
         else:
             s = _api.evaluate(logits, target, top_k=self.top_k, bins=self.bins,
-                              per_sample=self.imagewise, **self.options)
+                              per_sample=self.imagewise, **opts)
             if s.num_classes != self.num_classes:
                 raise ValueError(f"logits: {s.num_classes} classes, but Metrics was created with "
                                  f"num_classes={self.num_classes}")
+        if getattr(s, "_device", None) is not None:
+            # GPU batch: its sums are added on the device, without synchronising.
+            from . import _gpu
+
+            _gpu.metrics_update(self, s)
+            self._soft = s.soft
+            return s
         st = self._state
         for k in _SUM_KEYS:
             st[k] = st[k] + _host(getattr(s, k))
@@ -312,6 +329,14 @@ class Metrics:
             st["img_dice_sum"][i] += di[ok].sum()
             st["img_defined"][i] += int(ok.sum())
 
+    def _pull(self) -> None:
+        """Bring the sums of GPU batches into the host state: a synchronisation point, where
+        deferred GPU errors (e.g. a label outside [0, C)) are raised."""
+        if getattr(self, "_dev", None) is not None:
+            from . import _gpu
+
+            _gpu.metrics_pull(self)
+
     # -- compute -------------------------------------------------------------------------------
     def compute(self, *, absent: str = "nan") -> dict[str, Any]:
         """Derive every metric from the accumulated sums.
@@ -323,6 +348,7 @@ class Metrics:
         """
         if absent not in _ABSENT:
             raise ValueError(f"absent: must be one of {_ABSENT}, got {absent!r}")
+        self._pull()
         return derive(self._state, num_classes=self.num_classes, bins=self.bins,
                       top_k=self.top_k, label_smoothing=float(self.options["label_smoothing"]),
                       soft=getattr(self, "_soft", False), binary=self.binary, absent=absent)
