@@ -5,6 +5,7 @@ Bounded example counts keep the whole file well under 30 s."""
 from __future__ import annotations
 
 import math
+import os
 
 import lossdiag as ld
 import numpy as np
@@ -23,7 +24,8 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-SETTINGS = settings(max_examples=400, deadline=None, derandomize=False,
+# Random exploration locally; a fixed, reproducible set of examples in CI.
+SETTINGS = settings(max_examples=400, deadline=None, derandomize=bool(os.environ.get("CI")),
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
 FLOATS = [np.float16, np.float32, np.float64]
@@ -126,7 +128,8 @@ def test_accuracy(data):
     assert (math.isnan(got) and math.isnan(ref)) or got == pytest.approx(ref, rel=1e-15)
 
 
-@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=250, deadline=None, derandomize=bool(os.environ.get("CI")),
+          suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_evaluate(data):
     x, xr, y, yr, dtype, opts, C = data.draw(problems(soft_ok=False))
@@ -168,7 +171,16 @@ def test_binary_cross_entropy(data):
         rtol = max(t["reduced"], t["elem_rtol"] / math.sqrt(max(1, x.size)))  # as for CE
         assert_reduced_close(loss, ref_loss, dtype, rtol=rtol,
                              atol=(1e-13 if dtype == np.float64 else 1e-6) * scale)
-    assert_grad_close(g, ref_grad, dtype)
+    # The gradient lw*sigmoid(x) - pw*y cancels when sigmoid(x) ~ y (soft targets): in the
+    # computing precision its error scales with the terms, not with the result.
+    with np.errstate(all="ignore"):
+        pwb = 1.0 if pw is None else np.broadcast_to(pw, xr.shape)
+        terms = (1.0 + (pwb - 1.0) * yr) / (1.0 + np.exp(-xr)) + pwb * yr
+        ok = np.isfinite(terms)
+        unit = float(np.max(terms[ok])) if ok.any() else 0.0
+    if red == "mean" and x.size:
+        unit /= x.size
+    assert_grad_close(g, ref_grad, dtype, unit=unit)
     thr = data.draw(st.floats(-3, 3))
     acc = ld.binary_accuracy(x, y, threshold=thr)
     ref = R.ref_binary_accuracy(xr, yr, threshold=thr)
