@@ -16,7 +16,8 @@ Timing: CUDA events on the current stream, warm-ups, median of --repeats runs. T
 H200: evaluate >= 85% of the measured read bandwidth and >= 5x faster than the torch chain;
 cross_entropy_grad >= 80% of the measured read+write (copy) bandwidth.
 
-    python bench/bench_gpu.py [--quick] [--repeats 20] [--cases nchw,nhwc,rows] [--dtypes float32,bfloat16]
+    python bench/bench_gpu.py [--quick] [--repeats 20] [--cases nchw,nhwc,rows]
+                              [--dtypes float32,bfloat16]
 
 Without a GPU (or without CuPy) it prints why and exits with status 0.
 """
@@ -151,6 +152,64 @@ def cupy_fns(cp, x, y, axis, C):
     return ce, ev, grad
 
 
+def bench_case(cp, torch, ld, kind: str, dtype: str, args) -> bool:
+    """Time one (layout, dtype) case and print its table; True when its targets are met."""
+    W, R = args.warmup, args.repeats
+    case = make_case(cp, torch, kind, dtype, args.quick)
+    if case is None:
+        print(f"\n{kind} {dtype}: skipped (bfloat16 needs torch with CUDA)")
+        return True
+    x, y, axis, C = case
+    xb = x.numel() * x.element_size() if torch is not None else x.nbytes
+    yb = y.numel() * y.element_size() if torch is not None else y.nbytes
+    rd_bw, cp_bw = bandwidth(cp, xb + yb, W, R)
+    print(f"\n== {kind} {tuple(x.shape)} {dtype}, labels int64: logits {xb / 1e9:.2f} GB; "
+          f"measured read {rd_bw:.0f} GB/s, copy (read+write) {cp_bw:.0f} GB/s")
+    rows = []
+
+    def run(name, fn, nbytes, ref_bw):
+        t = timed(cp, fn, W, R)
+        bw = nbytes / t / 1e6
+        rows.append((name, t, bw, 100 * bw / ref_bw))
+        return t
+
+    t_ce = run("lossdiag cross_entropy", lambda: ld.cross_entropy(x, y, axis=axis), xb + yb, rd_bw)
+    t_ev = run("lossdiag evaluate", lambda: ld.evaluate(x, y, axis=axis), xb + yb, rd_bw)
+    t_gr = run("lossdiag cross_entropy_grad", lambda: ld.cross_entropy_grad(x, y, axis=axis),
+               2 * xb + yb, cp_bw)
+    t_tev = None
+    if torch is not None:
+        ce, ev, gr = torch_fns(torch, x, y, axis, C)
+        run("torch F.cross_entropy", ce, xb + yb, rd_bw)
+        t_tev = run("torch CE+argmax+bincount", ev, xb + yb, rd_bw)
+        run("torch forward+backward", gr, 2 * xb + yb, cp_bw)
+        l_ld = float(ld.cross_entropy(x, y, axis=axis))  # correctness: vs torch's float32 loss
+        l_t = float(ce().float())
+        print(f"   loss lossdiag {l_ld:.7f}  torch {l_t:.7f}  rel diff "
+              f"{abs(l_ld - l_t) / abs(l_t):.1e}")
+    if dtype == "float32":
+        xc = cp.asarray(x) if torch is None else cp.from_dlpack(x.detach())
+        yc = cp.asarray(y) if torch is None else cp.from_dlpack(y)
+        ce, ev, gr = cupy_fns(cp, xc, yc, axis, C)
+        run("cupy composed CE", ce, xb + yb, rd_bw)
+        run("cupy composed evaluate", ev, xb + yb, rd_bw)
+        run("cupy composed grad", gr, 2 * xb + yb, cp_bw)
+    print(f"   {'':32s} {'ms':>9s} {'GB/s':>8s} {'% of ref BW':>12s}")
+    for name, t, bw, pct in rows:
+        print(f"   {name:32s} {t:9.3f} {bw:8.0f} {pct:11.0f}%")
+    ev_pct = 100 * (xb + yb) / t_ev / 1e6 / rd_bw
+    gr_pct = 100 * (2 * xb + yb) / t_gr / 1e6 / cp_bw
+    checks = [(f"evaluate >= 85% of read bandwidth ({ev_pct:.0f}%)", ev_pct >= 85),
+              (f"cross_entropy_grad >= 80% of copy bandwidth ({gr_pct:.0f}%)", gr_pct >= 80)]
+    if t_tev is not None:
+        checks.append((f"evaluate >= 5x faster than torch chain ({t_tev / t_ev:.1f}x)",
+                       t_tev / t_ev >= 5))
+    for text, ok in checks:
+        print(f"   [{'PASS' if ok else 'MISS'}] {text}")
+    print(f"   (cross_entropy {t_ce:.3f} ms)")
+    return all(ok for _, ok in checks)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="small shapes (smoke test)")
@@ -184,66 +243,9 @@ def main(argv=None) -> int:
           f"cupy {cp.__version__}; repeats {args.repeats} (median), warm-up {args.warmup}")
 
     ok_all = True
-    W, R = args.warmup, args.repeats
     for kind in args.cases.split(","):
         for dtype in args.dtypes.split(","):
-            case = make_case(cp, torch, kind, dtype, args.quick)
-            if case is None:
-                print(f"\n{kind} {dtype}: skipped (bfloat16 needs torch with CUDA)")
-                continue
-            x, y, axis, C = case
-            xb = x.numel() * x.element_size() if torch is not None else x.nbytes
-            yb = y.numel() * y.element_size() if torch is not None else y.nbytes
-            rd_bw, cp_bw = bandwidth(cp, xb + yb, W, R)
-            print(f"\n== {kind} {tuple(x.shape)} {dtype}, labels int64: logits {xb / 1e9:.2f} GB; "
-                  f"measured read {rd_bw:.0f} GB/s, copy (read+write) {cp_bw:.0f} GB/s")
-            rows = []
-
-            def run(name, fn, nbytes, ref_bw):
-                t = timed(cp, fn, W, R)
-                bw = nbytes / t / 1e6
-                rows.append((name, t, bw, 100 * bw / ref_bw))
-                return t
-
-            t_ce = run("lossdiag cross_entropy", lambda: ld.cross_entropy(x, y, axis=axis),
-                       xb + yb, rd_bw)
-            t_ev = run("lossdiag evaluate", lambda: ld.evaluate(x, y, axis=axis), xb + yb, rd_bw)
-            t_gr = run("lossdiag cross_entropy_grad",
-                       lambda: ld.cross_entropy_grad(x, y, axis=axis), 2 * xb + yb, cp_bw)
-            t_tev = None
-            if torch is not None:
-                ce, ev, gr = torch_fns(torch, x, y, axis, C)
-                run("torch F.cross_entropy", ce, xb + yb, rd_bw)
-                t_tev = run("torch CE+argmax+bincount", ev, xb + yb, rd_bw)
-                run("torch forward+backward", gr, 2 * xb + yb, cp_bw)
-                # correctness: lossdiag vs torch float32 loss
-                l_ld = float(ld.cross_entropy(x, y, axis=axis))
-                l_t = float(ce().float())
-                print(f"   loss lossdiag {l_ld:.7f}  torch {l_t:.7f}  rel diff "
-                      f"{abs(l_ld - l_t) / abs(l_t):.1e}")
-            if dtype == "float32":
-                xc = cp.asarray(x) if torch is None else cp.from_dlpack(x.detach())
-                yc = cp.asarray(y) if torch is None else cp.from_dlpack(y)
-                ce, ev, gr = cupy_fns(cp, xc, yc, axis, C)
-                run("cupy composed CE", ce, xb + yb, rd_bw)
-                run("cupy composed evaluate", ev, xb + yb, rd_bw)
-                run("cupy composed grad", gr, 2 * xb + yb, cp_bw)
-            print(f"   {'':32s} {'ms':>9s} {'GB/s':>8s} {'% of ref BW':>12s}")
-            for name, t, bw, pct in rows:
-                print(f"   {name:32s} {t:9.3f} {bw:8.0f} {pct:11.0f}%")
-            ev_pct = 100 * (xb + yb) / t_ev / 1e6 / rd_bw
-            gr_pct = 100 * (2 * xb + yb) / t_gr / 1e6 / cp_bw
-            checks = [(f"evaluate >= 85% of read bandwidth ({ev_pct:.0f}%)", ev_pct >= 85),
-                      (f"cross_entropy_grad >= 80% of copy bandwidth ({gr_pct:.0f}%)",
-                       gr_pct >= 80)]
-            if t_tev is not None:
-                checks.append((f"evaluate >= 5x faster than torch chain ({t_tev / t_ev:.1f}x)",
-                               t_tev / t_ev >= 5))
-            for text, ok in checks:
-                ok_all &= ok
-                print(f"   [{'PASS' if ok else 'MISS'}] {text}")
-            print(f"   (cross_entropy {t_ce:.3f} ms)")
-            del x, y
+            ok_all &= bench_case(cp, torch, ld, kind, dtype, args)
             cp.get_default_memory_pool().free_all_blocks()
             if torch is not None:
                 torch.cuda.empty_cache()

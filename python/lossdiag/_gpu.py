@@ -510,8 +510,8 @@ def accuracy(logits, target, *, axis=1, top_k=1, ignore_index=-100):
 
 class DeviceBatchStats(BatchStats):
     """`BatchStats` of a GPU call: arrays are CuPy arrays and scalars 0-d CuPy arrays (views of two
-    small device slabs), so nothing was copied to the host. ``float(s.loss)`` or ``s.confusion.get()``
-    fetch numbers; `Metrics.update` adds the slabs on the device."""
+    small device slabs), so nothing was copied to the host. ``float(s.loss)`` or
+    ``s.confusion.get()`` fetch numbers; `Metrics.update` adds the slabs on the device."""
 
     @property
     def loss(self):

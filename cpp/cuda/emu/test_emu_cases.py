@@ -12,10 +12,9 @@ from __future__ import annotations
 import math
 
 import cupy as cp
+import lossdiag as ld
 import numpy as np
 import pytest
-
-import lossdiag as ld
 from lossdiag import _gpu
 
 assert getattr(cp, "__file__", "").endswith("fakecupy/cupy/__init__.py"), "run via run_emu_tests"
