@@ -147,20 +147,30 @@ struct SlabAcc {
   int64_t conf4[4] = {};  // binary 2x2 confusion
 };
 
+// nsub > 1 (multi-class kernel): every histogram and per-class sum has nsub copies, lane j
+// writing copy j % nsub, so runs of equal bins (confident pixels all land in the top bin) do not
+// serialise on one memory location; the copies are added in a fixed order at the end.
+// Layout per slab: doubles class_loss[nsub][C], conf_sum[nsub][bins], one scratch slot; integers
+// class_count[C], true_hist[nsub][bins], conf_hist[nsub][2 * bins] (the multi-class kernel counts
+// (bin, correct) pairs there: index 2 * bin + correct), conf_correct, margin_hist,
+// prob_hist[nsub][bins], one scratch slot, then `extra` integers (the multi-class kernel's joint
+// true-probability x margin histogram). Rows left out of the statistics are added to the scratch
+// slots, so the per-element loop has no branch.
 struct SlabStore {
   SlabAcc acc[kMaxSlabs];
   double* fmem = nullptr; int64_t* imem = nullptr;
-  void init(int64_t n_slabs, int64_t C, int bins, bool stats) {
+  void init(int64_t n_slabs, int64_t C, int bins, bool stats, int nsub = 1, int64_t extra = 0) {
     if (!stats) return;
-    int64_t nf = C + bins, ni = C + 5 * (int64_t)bins;
+    const int64_t nb = (int64_t)nsub * bins;
+    int64_t nf = nsub * C + nb + 1, ni = C + 6 * nb + 1 + extra;
     fmem = (double*)calloc((size_t)(n_slabs * nf + 1), sizeof(double));
     imem = (int64_t*)calloc((size_t)(n_slabs * ni + 1), sizeof(int64_t));
     for (int64_t k = 0; k < n_slabs; ++k) {
       SlabAcc& s = acc[k];
-      s.class_loss = fmem + k * nf; s.conf_sum = s.class_loss + C;
-      s.class_count = imem + k * ni; s.true_hist = s.class_count + C; s.conf_hist = s.true_hist + bins;
-      s.conf_correct = s.conf_hist + bins; s.margin_hist = s.conf_correct + bins;
-      s.prob_hist = s.margin_hist + bins;
+      s.class_loss = fmem + k * nf; s.conf_sum = s.class_loss + nsub * C;
+      s.class_count = imem + k * ni; s.true_hist = s.class_count + C; s.conf_hist = s.true_hist + nb;
+      s.conf_correct = s.conf_hist + 2 * nb; s.margin_hist = s.conf_correct + nb;
+      s.prob_hist = s.margin_hist + nb;
     }
   }
   ~SlabStore() { free(fmem); free(imem); }
@@ -216,8 +226,15 @@ struct CE {
 
   struct Thread {
     F* xbuf; F* ebuf; F* tbuf;  // C*B each
-    int64_t* conf;              // per-thread confusion or shared (atomic)
+    int64_t* conf;              // per-thread confusion (csub copies) or shared (atomic)
     bool conf_atomic;
+    int csub;                   // copies of the per-thread confusion (1 or kSub)
+    int64_t* ccount;            // per-thread class counts (atomic confusion only)
+    // Pending statistics increments (flat indices, see stats()), applied kPend at a time: a long
+    // run of increments is about twice as fast as 64 of them between the vector passes.
+    int32_t* p_l; int32_t* p_f; int32_t* p_c; int32_t* p_t; int32_t* p_m; int32_t* p_cm;
+    double* p_loss; double* p_inv;
+    int pn;
     int64_t* loc;               // per-segment per-class counts (3*C) for per-sample stats
   };
 
@@ -245,9 +262,17 @@ struct CE {
 
   // Segment accumulators: per-lane sums combined in lane order at the end of the segment.
   struct SegAcc {
-    double nll[B], smooth[B], w[B], lsum[B];
-    void zero() { for (int j = 0; j < B; ++j) { nll[j] = 0; smooth[j] = 0; w[j] = 0; lsum[j] = 0; } }
+    alignas(64) double nll[B], smooth[B], w[B], lsum[B], tp[B], ent[B];
+    alignas(64) int64_t below[B];
+    void zero() {
+      for (int j = 0; j < B; ++j) { nll[j] = 0; smooth[j] = 0; w[j] = 0; lsum[j] = 0; tp[j] = 0; ent[j] = 0; below[j] = 0; }
+    }
   };
+  static constexpr int kSub = 4;  // copies of the statistics (see SlabStore)
+  static constexpr int kPend = 1024;
+  // Few bins: one joint (true-probability bin, margin bin) histogram, one increment less per
+  // element (increments are bound by the store throughput); the marginals are summed at the end.
+  bool joint() const { return a.bins <= 22; }
 
   // Process one block of B lanes from a source with class stride cs (lane stride 1).
   template <class P>
@@ -288,7 +313,9 @@ struct CE {
 
     // Pass 1: max (and argmax, rank of the true class, runner-up, a non-finite detector).
     for (int j = 0; j < B; ++j) { ln.nf[j] = 0; ln.nn[j] = 0; }
-    constexpr bool NF = TOPK || STATS || ARGMAX;
+    // With STATS the exp pass finds the argmax, the runner-up and the non-finite rows almost for
+    // free (see below), so this pass is the plain max of cross_entropy.
+    constexpr bool NF = (TOPK || ARGMAX) && !STATS;
     {
       constexpr int K = B / VN;
       VF m[K], m2[K], fin[K], xy[K];
@@ -306,8 +333,7 @@ struct CE {
           const VF v = loadv(col + k * VN);
           if (TOPK) gt[k] -= (v > xy[k]) | ((v == xy[k]) & (cv < y[k]));  // masks are -1
           if (NF) fin[k] += v - v;  // NaN iff some logit is NaN or +-inf
-          if (STATS) { VF cand = v > m2[k] ? v : m2[k]; m2[k] = cv != y[k] ? cand : m2[k]; }
-          if (ARGMAX) { VI g = v > m[k]; am[k] = g ? cv : am[k]; m[k] = g ? v : m[k]; }
+          if (ARGMAX && !STATS) { VI g = v > m[k]; am[k] = g ? cv : am[k]; m[k] = g ? v : m[k]; }
           else m[k] = v > m[k] ? v : m[k];
         }
       }
@@ -331,22 +357,30 @@ struct CE {
       {
         constexpr int K = B / VN;
         VF m[K], sv[K], sm[K], sd[K], A[K], Bs[K];
-        VI ties[K];
+        VF e2[K];  // STATS: largest exp(x - max) apart from the first maximum
+        VI ties[K], am[K];
 #pragma GCC unroll 8
         for (int k = 0; k < K; ++k) {
           m[k] = vload<VF>(ln.m + k * VN);
           sv[k] = VF{}; ties[k] = VI{}; sm[k] = VF{}; sd[k] = VF{}; A[k] = VF{}; Bs[k] = VF{};
+          am[k] = VI{}; e2[k] = VF{};
         }
         const P* col = src;
         for (int64_t c = 0; c < C; ++c, col += cs) {
           const VF wc = VF{} + (WEIGHT ? (F)w[c] : F(1));
+          const VI cv = VI{} + (IS)c;
 #pragma GCC unroll 8
           for (int k = 0; k < K; ++k) {
             const VF d = loadv(col + k * VN) - m[k];
             const VF e = vexp_neg(d);
             const VI z = d == F(0);
-            sv[k] += (VF)((VI)e & ~z);  // the first maximum's exact 1 is counted in `ties`
-            ties[k] -= z;                // masks are -1
+            const VF eo = (VF)((VI)e & ~z);
+            sv[k] += eo;   // the first maximum's exact 1 is counted in `ties`
+            ties[k] -= z;  // masks are -1
+            if (STATS) {   // argmax and runner-up, exact when the maximum is unique
+              am[k] = z ? cv : am[k];
+              e2[k] = eo > e2[k] ? eo : e2[k];
+            }
             if (GRAD) vstore(th.ebuf + c * B + k * VN, e);
             if (SMOOTH && !SOFT) sm[k] += wc * (VF{} - d);
             if (SOFT) {
@@ -362,7 +396,27 @@ struct CE {
           vstore(ln.s + k * VN, sv[k]); vstore(ln.ties + k * VN, ties[k]); vstore(ln.sm + k * VN, sm[k]);
           vstore(ln.sd + k * VN, sd[k]); vstore(ln.A + k * VN, A[k]); vstore(ln.Bs + k * VN, Bs[k]);
           vstore(ln.dy + k * VN, vload<VF>(ln.xy + k * VN) - m[k]);  // x_y - max
+          if (STATS) { vstore(ln.am + k * VN, am[k]); vstore(ln.m2 + k * VN, e2[k]); }
         }
+        // Rare rows: a tied maximum (the first one is the argmax, the runner-up equals the
+        // maximum) or a non-finite logit, which makes sum e*d NaN or infinite (NaN or +inf: d is
+        // NaN; -inf: 0 * -inf). Count the non-finite values and find the first maximum as the
+        // accuracy rule defines it.
+        VI rare = VI{};
+#pragma GCC unroll 8
+        for (int k = 0; k < K; ++k) rare |= (ties[k] != 1) | ~(sd[k] - sd[k] == F(0));
+        if (STATS && vany(rare))
+          for (int j = 0; j < nb; ++j)
+            if (ln.ties[j] != 1 || !(ln.sd[j] - ln.sd[j] == F(0))) {
+              int32_t k = 0, q = 0; IS amj = 0; F mx = -__builtin_inf();
+              for (int64_t c = 0; c < C; ++c) {
+                F v = (F)src[c * cs + j];
+                k += !(v - v == F(0)); q += v != v;
+                if (v > mx) { mx = v; amj = (IS)c; }
+              }
+              ln.nf[j] = k; ln.nn[j] = q; ln.am[j] = amj;
+              if (ln.ties[j] > 1) ln.m2[j] = F(1);
+            }
       }
       for (int j = 0; j < B; ++j) {
         // log1p(sp) = log(u) - ((u - 1) - sp) / u, sharing 1/u with the softmax normaliser.
@@ -465,22 +519,122 @@ struct CE {
         }
         sa.r.correct[k] += hits;
       }
-    if (STATS) stats(th, sa, ln, nb, ebase);
+    if (STATS) stats(th, sa, acc, ln, nb, ebase);
   }
 
-  LD_INLINE void stats(Thread& th, SlabAcc& sa, Lane& ln, int nb, int64_t ebase) {
-    F pt[B], ps[B], ent[B];
-    for (int j = 0; j < B; ++j) {
-      pt[j] = ld_exp_neg(ln.dy[j]) * ln.inv[j];
-      ps[j] = ld_exp_neg(ln.m2[j] - ln.m[j]) * ln.inv[j];
-      ent[j] = ln.l1p[j] - ln.sd[j] * ln.inv[j];
+  // Apply the pending increments (in element order, so float sums do not depend on kPend).
+  LD_INLINE void flush(Thread& th, SlabAcc& sa) {
+    int64_t* hs = sa.class_count; double* fs = sa.class_loss; int64_t* cm = th.conf;
+    const int n = th.pn;
+    th.pn = 0;
+    const int32_t *pl = th.p_l, *pf = th.p_f, *pt = th.p_t, *pc = th.p_c, *pm = th.p_m, *pcm = th.p_cm;
+    const double *ploss = th.p_loss, *pinv = th.p_inv;
+    if (joint())
+      for (int j = 0; j < n; ++j) {
+        fs[pl[j]] += ploss[j]; fs[pf[j]] += pinv[j];
+        hs[pt[j]]++; hs[pc[j]]++; cm[pcm[j]]++;
+      }
+    else
+      for (int j = 0; j < n; ++j) {
+        fs[pl[j]] += ploss[j]; fs[pf[j]] += pinv[j];
+        hs[pt[j]]++; hs[pc[j]]++; hs[pm[j]]++; cm[pcm[j]]++;
+      }
+  }
+
+  // Per-element statistics. Everything except the histogram increments is computed on vectors,
+  // including the flat index of every increment, so the per-element loop is loads and adds only.
+  // Bins are computed in double, so a value on a bin edge lands where the float64 reference puts it.
+  LD_INLINE void stats(Thread& th, SlabAcc& sa, SegAcc& acc, Lane& ln, int nb, int64_t ebase) {
+    constexpr int K = B / VN;
+    alignas(64) F pt[B], p2[B], ent[B];
+#pragma GCC unroll 8
+    for (int k = 0; k < K; ++k) {
+      const int o = k * VN;
+      const VF inv = vload<VF>(ln.inv + o);
+      vstore(pt + o, vexp_neg(vload<VF>(ln.dy + o)) * inv);
+      vstore(p2 + o, vload<VF>(ln.m2 + o) * inv);
+      vstore(ent + o, vload<VF>(ln.l1p + o) - vload<VF>(ln.sd + o) * inv);
     }
+    // Double-precision part, DN lanes at a time.
+    constexpr int DN = VecT<double>::N;
+    typedef F fh __attribute__((vector_size(DN * sizeof(F))));
+    typedef IS ih __attribute__((vector_size(DN * sizeof(IS))));
+    typedef int32_t i32h __attribute__((vector_size(DN * 4)));
+    // Flat indices: ih_* into the slab's integers (base class_count), if_* into its doubles (base
+    // class_loss), icm into the thread's confusion; excluded rows point at the scratch slots.
+    alignas(64) int32_t ih_t_[B], ih_c_[B], ih_m_[B], if_l_[B], if_c_[B], icm_[B], in[B];
+    // The common case (no per-sample statistics, per-thread confusion) writes the indices
+    // straight into the pending buffers.
+    const bool defer = !th.conf_atomic && !a.per_sample;
+    int32_t* ih_t = defer ? th.p_t + th.pn : ih_t_;
+    int32_t* ih_c = defer ? th.p_c + th.pn : ih_c_;
+    int32_t* ih_m = defer ? th.p_m + th.pn : ih_m_;
+    int32_t* if_l = defer ? th.p_l + th.pn : if_l_;
+    int32_t* if_c = defer ? th.p_f + th.pn : if_c_;
+    int32_t* icm = defer ? th.p_cm + th.pn : icm_;
     const int bins = a.bins;
+    const int64_t nbin = (int64_t)kSub * bins, CC = C * C;
+    const vd fb = vd{} + (double)bins, hi = fb - 1.0;
+    auto bin = [&](vd t) {  // (int)(t) clamped to [0, bins - 1], as bin_of()
+      t = t > 0.0 ? t : vd{};
+      t = t < hi ? t : hi;
+      return __builtin_convertvector(t, i32h);
+    };
+    const i32h Ci = i32h{} + (int32_t)C, binsi = i32h{} + bins;
+    const i32h trash_i = i32h{} + (int32_t)(C + 6 * nbin), trash_f = i32h{} + (int32_t)(kSub * C + nbin);
+    const bool cm_fast = !th.conf_atomic;  // C*C*csub < 2^31 here (see run())
+    const bool jn = joint();
+    const i32h jbase = i32h{} + (int32_t)(C + 6 * nbin + 1);
+    const i32h trash_cm = i32h{} + (int32_t)(cm_fast ? th.csub * CC : 0);
+#pragma GCC unroll 8
+    for (int i = 0; i < B; i += DN) {
+      const i32h y = __builtin_convertvector(vload<ih>(ln.y + i), i32h);
+      const i32h p = __builtin_convertvector(vload<ih>(ln.am + i), i32h);
+      const i32h ok = y == p;  // -1/0
+      i32h lane; for (int q = 0; q < DN; ++q) lane[q] = i + q;
+      const i32h inm = (lane < nb) & (__builtin_convertvector(vload<ih>(ln.valid + i), i32h) != 0) &
+                       (vload<i32h>(ln.nf + i) == 0);
+      const vl inl = __builtin_convertvector(inm, vl);
+      const vd pm = __builtin_convertvector(vload<fh>(ln.inv + i), vd);
+      const vd ptr = __builtin_convertvector(vload<fh>(pt + i), vd);
+      const vd q2 = __builtin_convertvector(vload<fh>(p2 + i), vd);
+      const vd mg = ptr - (__builtin_convertvector(ok, vl) ? q2 : pm);  // p_true - max(others)
+      const i32h sb = (lane & (kSub - 1)) * binsi;
+      const i32h cbin = bin(pm * fb);
+      const i32h tbin = bin(ptr * fb), mbin = bin((mg + 1.0) * 0.5 * fb);
+      if (jn) {
+        vstore(ih_t + i, inm ? jbase + (sb + tbin) * binsi + mbin : trash_i);
+      } else {
+        vstore(ih_t + i, inm ? Ci + sb + tbin : trash_i);
+        vstore(ih_m + i, inm ? Ci + 4 * (int32_t)nbin + sb + mbin : trash_i);
+      }
+      vstore(ih_c + i, inm ? Ci + (int32_t)nbin + 2 * (sb + cbin) - ok : trash_i);
+      vstore(if_l + i, inm ? (lane & (kSub - 1)) * Ci + y : trash_f);
+      vstore(if_c + i, inm ? (int32_t)(kSub * C) + sb + cbin : trash_f);
+      if (cm_fast) vstore(icm + i, inm ? (lane & (th.csub - 1)) * (int32_t)CC + y * Ci + p : trash_cm);
+      vstore(in + i, inm);
+      vstore(acc.tp + i, vload<vd>(acc.tp + i) + (inl ? ptr : vd{}));
+      vstore(acc.ent + i, vload<vd>(acc.ent + i) + (inl ? __builtin_convertvector(vload<fh>(ent + i), vd) : vd{}));
+      vstore(acc.below + i, vload<vl>(acc.below + i) - (inl & (ptr < 0.36787944117144233)));
+      if (defer) {
+        vstore(th.p_inv + th.pn + i, pm);
+        vstore(th.p_loss + th.pn + i, vload<vd>(ln.loss + i));
+      }
+    }
+    if (defer) {
+      th.pn += nb;
+      if (th.pn >= kPend) flush(th, sa);
+      return;
+    }
+    int64_t* hs = sa.class_count;
+    double* fs = sa.class_loss;
     const bool ps_direct = a.per_sample && a.S == 1;
     for (int j = 0; j < nb; ++j) {
-      if (!ln.valid[j] || ln.nf[j]) {
+      const int64_t y = ln.y[j], p = ln.am[j];
+      const bool ok = p == y;
+      if (!in[j]) {
         // Left out of the statistics; still counted, and correct by the accuracy rule.
-        const int64_t okk = ln.valid[j] && ln.nn[j] == 0 && ln.am[j] == ln.y[j];
+        const int64_t okk = ln.valid[j] && ln.nn[j] == 0 && ok;
         if (ps_direct) {
           int64_t n = ebase + j;
           a.s_loss[n] = ln.loss[j]; a.s_count[n] = ln.valid[j]; a.s_correct[n] = okk;
@@ -489,20 +643,12 @@ struct CE {
         }
         continue;
       }
-      const int64_t y = ln.y[j], p = ln.am[j];
-      const bool ok = p == y;
-      const double pmax = (double)ln.inv[j], ptrue = (double)pt[j];
-      const double margin = ok ? ptrue - (double)ps[j] : ptrue - pmax;
-      sa.class_loss[y] += ln.loss[j];
-      sa.class_count[y]++;
-      sa.true_hist[bin_of(ptrue, bins)]++;
-      int cb = bin_of(pmax, bins);
-      sa.conf_hist[cb]++; sa.conf_correct[cb] += ok; sa.conf_sum[cb] += pmax;
-      sa.margin_hist[bin_of((margin + 1.0) * 0.5, bins)]++;
-      sa.r.true_prob_sum += ptrue;
-      sa.r.below_inv_e += ptrue < 0.36787944117144233;
-      sa.r.entropy_sum += (double)ent[j];
-      if (th.conf_atomic) atomic_add(th.conf + y * C + p, 1); else th.conf[y * C + p]++;
+      fs[if_l[j]] += ln.loss[j];
+      fs[if_c[j]] += (double)ln.inv[j];
+      hs[ih_t[j]]++; hs[ih_c[j]]++;
+      if (!jn) hs[ih_m[j]]++;
+      if (cm_fast) th.conf[icm[j]]++;
+      else { atomic_add(th.conf + y * C + p, 1); th.ccount[y]++; }
       if (a.per_sample) {
         if (ps_direct) {
           int64_t n = ebase + j;
@@ -577,6 +723,12 @@ struct CE {
     double nll = 0, sm = 0, ws = 0, ls = 0;
     for (int j = 0; j < B; ++j) { nll += acc.nll[j]; sm += acc.smooth[j]; ws += acc.w[j]; ls += acc.lsum[j]; }
     sa.r.nll_sum += nll; sa.r.smooth_sum += sm; sa.r.wsum += ws;
+    if (STATS) {
+      if (th.pn) flush(th, sa);
+      double tp = 0, en = 0; int64_t bl = 0;
+      for (int j = 0; j < B; ++j) { tp += acc.tp[j]; en += acc.ent[j]; bl += acc.below[j]; }
+      sa.r.true_prob_sum += tp; sa.r.entropy_sum += en; sa.r.below_inv_e += bl;
+    }
     if (ps_seg) {
       const int64_t n = e0 / a.S;
       if (tl.within) tile_part[tile] = ls; else a.s_loss[n] = ls;
@@ -596,14 +748,17 @@ struct CE {
     const int64_t n_slabs = imin(tl.n_tiles, kMaxSlabs);
     const bool ps_seg = STATS && a.per_sample && a.S > 1;
     if (ps_seg && tl.within) tile_part = (double*)calloc((size_t)tl.n_tiles + 1, sizeof(double));
-    SlabStore store; store.init(n_slabs, C, a.bins, STATS);
+    SlabStore store; store.init(n_slabs, C, a.bins, STATS, kSub, joint() ? (int64_t)kSub * a.bins * a.bins : 0);
     int nth = a.nthreads < 1 ? 1 : a.nthreads;
     if (n_slabs <= 1) nth = 1;
-    // Confusion: per-thread copies when small, else one shared matrix with integer atomics.
+    // Confusion: per-thread copies when small (kSub copies each when very small, for the same
+    // reason as SlabStore), else one shared matrix with integer atomics.
     int64_t* conf_all = nullptr;
     bool conf_atomic = false;
+    const int csub = C <= 64 ? kSub : 1;
+    const int64_t cper = csub * C * C + 1;  // + a scratch slot
     if (STATS) {
-      if ((int64_t)nth * C * C * 8 <= (64ll << 20)) conf_all = (int64_t*)calloc((size_t)(nth * C * C), 8);
+      if ((int64_t)nth * cper * 8 <= (64ll << 20) && cper < (1ll << 31)) conf_all = (int64_t*)calloc((size_t)(nth * cper), 8);
       else conf_atomic = true;
     }
     const size_t buf = (size_t)(C * B);
@@ -613,8 +768,20 @@ struct CE {
       th.xbuf = (F*)aligned_alloc(64, ((3 * buf * sizeof(F) + 63) / 64) * 64);
       th.ebuf = th.xbuf + buf; th.tbuf = th.ebuf + buf;
       th.conf_atomic = conf_atomic;
-      th.conf = STATS ? (conf_atomic ? a.confusion : conf_all + (int64_t)thread_id() * C * C) : nullptr;
+      th.csub = csub;
+      th.conf = STATS ? (conf_atomic ? a.confusion : conf_all + (int64_t)thread_id() * cper) : nullptr;
       th.loc = (int64_t*)calloc((size_t)(3 * C + 2), sizeof(int64_t));
+      th.ccount = STATS && conf_atomic ? (int64_t*)calloc((size_t)C, sizeof(int64_t)) : nullptr;
+      th.pn = 0;
+      int32_t* pend_i = nullptr; double* pend_f = nullptr;
+      if (STATS) {
+        const size_t cap = kPend + B;
+        pend_i = (int32_t*)aligned_alloc(64, (6 * cap * sizeof(int32_t) + 63) / 64 * 64);
+        pend_f = (double*)aligned_alloc(64, (2 * cap * sizeof(double) + 63) / 64 * 64);
+        th.p_l = pend_i; th.p_f = th.p_l + cap; th.p_c = th.p_f + cap; th.p_t = th.p_c + cap;
+        th.p_m = th.p_t + cap; th.p_cm = th.p_m + cap;
+        th.p_loss = pend_f; th.p_inv = th.p_loss + cap;
+      }
 #pragma omp for schedule(dynamic, 1)
       for (int64_t k = 0; k < n_slabs; ++k) {
         const int64_t t0 = k * tl.n_tiles / n_slabs, t1 = (k + 1) * tl.n_tiles / n_slabs;
@@ -629,7 +796,9 @@ struct CE {
           }
         }
       }
-      free(th.xbuf); free(th.loc);
+      if (th.ccount)
+        for (int64_t c = 0; c < C; ++c) atomic_add(a.class_count + c, th.ccount[c]);
+      free(th.xbuf); free(th.loc); free(th.ccount); free(pend_i); free(pend_f);
     }
     // Ordered combine.
     for (int64_t k = 0; k < n_slabs; ++k) {
@@ -643,17 +812,44 @@ struct CE {
       if (r.bad) merge_bad(out, r.bad_value, r.bad_index);
       if (STATS) {
         const SlabAcc& s = store.acc[k];
-        for (int64_t c = 0; c < C; ++c) { a.class_loss[c] += s.class_loss[c]; a.class_count[c] += s.class_count[c]; }
-        for (int b = 0; b < a.bins; ++b) {
-          a.true_hist[b] += s.true_hist[b]; a.conf_hist[b] += s.conf_hist[b];
-          a.conf_correct[b] += s.conf_correct[b]; a.conf_sum[b] += s.conf_sum[b];
-          a.margin_hist[b] += s.margin_hist[b];
+        const int nbins = a.bins;
+        for (int64_t c = 0; c < C; ++c) {
+          double v = 0;
+          for (int q = 0; q < kSub; ++q) v += s.class_loss[q * C + c];
+          a.class_loss[c] += v;
+        }
+        if (joint()) {
+          const int64_t* J = s.class_count + C + 6 * (int64_t)kSub * nbins + 1;
+          for (int q = 0; q < kSub; ++q)
+            for (int t = 0; t < nbins; ++t)
+              for (int m = 0; m < nbins; ++m) {
+                const int64_t v = J[((int64_t)q * nbins + t) * nbins + m];
+                a.true_hist[t] += v; a.margin_hist[m] += v;
+              }
+        }
+        for (int b = 0; b < nbins; ++b) {
+          double cs = 0;
+          for (int q = 0; q < kSub; ++q) {
+            const int64_t* h = s.conf_hist + 2 * q * nbins;
+            a.true_hist[b] += s.true_hist[q * nbins + b];  // zero in joint mode
+            a.conf_hist[b] += h[2 * b] + h[2 * b + 1];
+            a.conf_correct[b] += h[2 * b + 1];
+            a.margin_hist[b] += s.margin_hist[q * nbins + b];
+            cs += s.conf_sum[q * nbins + b];
+          }
+          a.conf_sum[b] += cs;
         }
       }
     }
     if (conf_all) {
-      for (int q = 0; q < nth; ++q)
-        for (int64_t i = 0; i < C * C; ++i) a.confusion[i] += conf_all[(int64_t)q * C * C + i];
+      // Integer sums: order does not matter. Class counts are the confusion's row sums.
+      for (int64_t q = 0; q < (int64_t)nth * csub; ++q)
+        for (int64_t y = 0; y < C; ++y) {
+          const int64_t* row = conf_all + (q / csub) * cper + (q % csub) * C * C + y * C;
+          int64_t n = 0;
+          for (int64_t p = 0; p < C; ++p) { a.confusion[y * C + p] += row[p]; n += row[p]; }
+          a.class_count[y] += n;
+        }
       free(conf_all);
     }
     if (tile_part) {

@@ -233,6 +233,19 @@ LD_INLINE vd vexp_neg(vd x) {
 #endif
 
 template <class V> LD_INLINE V vload(const void* p) { V v; __builtin_memcpy(&v, p, sizeof(V)); return v; }
+// True when any lane of an integer (mask) vector is nonzero.
+template <class V> LD_INLINE bool vany(V m) {
+#if LD_VW == 64 && defined(__AVX512F__)
+  return _mm512_test_epi64_mask((__m512i)m, (__m512i)m) != 0;
+#elif LD_VW == 32 && defined(__AVX__)
+  return !_mm256_testz_si256((__m256i)m, (__m256i)m);
+#else
+  int64_t w[sizeof(V) / 8]; __builtin_memcpy(w, &m, sizeof(V));
+  int64_t r = 0;
+  for (int64_t x : w) r |= x;
+  return r != 0;
+#endif
+}
 template <class V> LD_INLINE void vstore(void* p, V v) { __builtin_memcpy(p, &v, sizeof(V)); }
 
 // log(u) and log1p(s) on double vectors (same algorithm as the scalar ld_log(double)).

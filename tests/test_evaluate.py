@@ -324,3 +324,17 @@ def test_target_shape_for_evaluate_per_sample_uses_first_axis(backend):
     assert st.sample_count.shape == (3,) and st.sample_true.shape == (3, 2)
     check_stats(st, ref, np.float64)
     assert y.shape == target_shape(shape, -1)
+
+
+@pytest.mark.parametrize("bins", [20, 23])  # joint true x margin histogram (<= 22 bins) or not
+def test_evaluate_many_classes_shared_confusion(bins):
+    """C = 2100 with 2 threads: the confusion no longer fits per-thread copies, so the kernel
+    counts into one shared matrix (integer atomics) and class counts separately."""
+    x, y = make_case((300, 2100), 1, seed=107, scale=3.0)
+    old = ld.get_num_threads()
+    ld.set_num_threads(2)
+    try:
+        st = ld.evaluate(x, y, bins=bins, per_sample=False)
+    finally:
+        ld.set_num_threads(old)
+    check_stats(st, R.ref_evaluate(x, y, bins=bins), np.float64)
