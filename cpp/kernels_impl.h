@@ -311,18 +311,18 @@ struct CE {
     }
     if (TOPK || LOSS) gather_target(src, cs, ln.y, ln.xy);
 
-    // Pass 1: max (and argmax, rank of the true class, runner-up, a non-finite detector).
+    // Pass 1: max (and argmax, rank of the true class, a non-finite detector).
     for (int j = 0; j < B; ++j) { ln.nf[j] = 0; ln.nn[j] = 0; }
     // With STATS the exp pass finds the argmax, the runner-up and the non-finite rows almost for
     // free (see below), so this pass is the plain max of cross_entropy.
     constexpr bool NF = (TOPK || ARGMAX) && !STATS;
     {
       constexpr int K = B / VN;
-      VF m[K], m2[K], fin[K], xy[K];
+      VF m[K], fin[K], xy[K];
       VI am[K], gt[K], y[K];
 #pragma GCC unroll 8
       for (int k = 0; k < K; ++k) {
-        m[k] = VF{} - __builtin_inf(); m2[k] = m[k]; fin[k] = VF{}; xy[k] = TOPK ? vload<VF>(ln.xy + k * VN) : VF{};
+        m[k] = VF{} - __builtin_inf(); fin[k] = VF{}; xy[k] = TOPK ? vload<VF>(ln.xy + k * VN) : VF{};
         am[k] = VI{}; gt[k] = VI{}; y[k] = vload<VI>(ln.y + k * VN);
       }
       const P* col = src;
@@ -339,7 +339,7 @@ struct CE {
       }
 #pragma GCC unroll 8
       for (int k = 0; k < K; ++k) {
-        vstore(ln.m + k * VN, m[k]); vstore(ln.m2 + k * VN, m2[k]); vstore(ln.fin + k * VN, fin[k]);
+        vstore(ln.m + k * VN, m[k]); vstore(ln.fin + k * VN, fin[k]);
         vstore(ln.am + k * VN, am[k]); vstore(ln.gt + k * VN, gt[k]);
       }
     }
