@@ -376,18 +376,10 @@ def _dev_pos_weight(pos_weight: Any, shape: tuple):
         if d.dtype == BF16 or np.dtype(d.dtype).kind not in "fiub":
             raise TypeError(f"pos_weight: dtype {d.dtype} is not supported")
         pw = _cupy_of(d).astype(cp.float64)
-    if pw.ndim > len(shape):
-        raise ValueError(f"pos_weight: shape {pw.shape} cannot broadcast to logits {shape}")
-    full = (1,) * (len(shape) - pw.ndim) + tuple(pw.shape)
-    for p, s in zip(full, shape):
-        if p not in (1, s):
-            raise ValueError(f"pos_weight: shape {pw.shape} cannot broadcast to logits {shape}")
-    big = [i for i, p in enumerate(full) if p != 1]
-    if not big:
-        return cp.ascontiguousarray(pw.reshape(1)), 1
-    if len(big) == 1:
-        return cp.ascontiguousarray(pw.reshape(-1)), int(math.prod(shape[big[0] + 1:]))
-    return cp.ascontiguousarray(cp.broadcast_to(pw.reshape(full), shape)).reshape(-1), 1
+    full, inner = V.pos_weight_layout(tuple(pw.shape), shape)
+    if inner is None:  # several broadcast axes: materialised once (the size of the logits; rare)
+        return cp.ascontiguousarray(cp.broadcast_to(pw.reshape(full), shape)).reshape(-1), 1
+    return cp.ascontiguousarray(pw.reshape(-1)), inner
 
 
 def _on_device(a: Any) -> bool:

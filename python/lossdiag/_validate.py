@@ -228,6 +228,31 @@ def sum_loss(eps: float, C: int, nll: float, smooth: float) -> float:
     return nll if eps == 0.0 else (1.0 - eps) * nll + (eps / C) * smooth
 
 
+def pos_weight_layout(pw_shape: tuple[int, ...],
+                      shape: tuple[int, ...]) -> tuple[tuple[int, ...], int | None]:
+    """How a pos_weight of ``pw_shape`` broadcasts over logits of ``shape`` (both backends).
+
+    Returns ``(full, inner)``: ``full`` is ``pw_shape`` padded with leading ones; ``inner`` is the
+    flat stride of its one non-unit axis (pos_weight[(e // inner) % len] for flat index e), 1 when
+    it has none, and None when it has several (the weights must then be materialised at the size
+    of the logits).
+
+    >>> pos_weight_layout((3, 1, 1), (2, 3, 4, 5))
+    ((1, 3, 1, 1), 20)
+    """
+    pw_shape = tuple(int(p) for p in pw_shape)
+    if len(pw_shape) > len(shape):
+        raise ValueError(f"pos_weight: shape {pw_shape} cannot broadcast to logits {shape}")
+    full = (1,) * (len(shape) - len(pw_shape)) + pw_shape
+    for p, s in zip(full, shape):
+        if p not in (1, s):
+            raise ValueError(f"pos_weight: shape {pw_shape} cannot broadcast to logits {shape}")
+    big = [i for i, p in enumerate(full) if p != 1]
+    if len(big) > 1:
+        return full, None
+    return full, (int(math.prod(shape[big[0] + 1:])) if big else 1)
+
+
 def pos_weight_pattern(pos_weight: Any, shape: tuple[int, ...]) -> tuple[np.ndarray | None, int]:
     """Reduce a broadcastable pos_weight to pw[(e // inner) % len] over the flattened logits."""
     if pos_weight is None:
@@ -236,17 +261,7 @@ def pos_weight_pattern(pos_weight: Any, shape: tuple[int, ...]) -> tuple[np.ndar
                     dtype=np.float64)
     if not np.all(np.isfinite(pw)):
         raise ValueError("pos_weight: contains NaN or inf")
-    if pw.ndim > len(shape):
-        raise ValueError(f"pos_weight: shape {pw.shape} cannot broadcast to logits {shape}")
-    full = (1,) * (len(shape) - pw.ndim) + pw.shape
-    for p, s in zip(full, shape):
-        if p not in (1, s):
-            raise ValueError(f"pos_weight: shape {pw.shape} cannot broadcast to logits {shape}")
-    big = [i for i, p in enumerate(full) if p != 1]
-    if not big:
-        return np.ascontiguousarray(pw.reshape(1)), 1
-    if len(big) == 1:
-        d = big[0]
-        return np.ascontiguousarray(pw.reshape(-1)), int(math.prod(shape[d + 1:]))
-    # Several broadcast axes: materialise once (the size of the logits; rare).
-    return np.ascontiguousarray(np.broadcast_to(pw.reshape(full), shape).reshape(-1)), 1
+    full, inner = pos_weight_layout(pw.shape, shape)
+    if inner is None:  # several broadcast axes: materialised once (the size of the logits; rare)
+        return np.ascontiguousarray(np.broadcast_to(pw.reshape(full), shape).reshape(-1)), 1
+    return np.ascontiguousarray(pw.reshape(-1)), inner
