@@ -208,14 +208,52 @@ struct CE {
     else { F t[VN]; vstore<VF>(t, v); for (int i = 0; i < VN; ++i) p[i] = (P)t[i]; }
   }
 
-  // Strided rows (NCHW): a block reads C rows H*W apart, C separate streams, more than the
-  // hardware prefetchers follow. Fetching the row two blocks ahead while the exp pass computes
-  // lets memory and arithmetic overlap (cross_entropy on (8, 21, 512, 512): 16.5 -> 11.3 ms on a
-  // 2-core Zen 4; the max-only pass of accuracy() showed no gain, so only the exp pass does it).
-  // Prefetches never fault, so running past the end of the array is harmless.
-  template <class P> static LD_INLINE void prefetch_ahead(const P* row) {
-    const char* p = (const char*)row + 2 * B * sizeof(P);
-    for (int q = 0; q < B * (int)sizeof(P); q += 64) __builtin_prefetch(p + q, 0, 3);
+  // The exp pass is compute-bound and issues no loads of its own, so without help the next
+  // block's memory is only requested when its first pass starts. The hardware prefetchers do not
+  // cover it: in NCHW a block reads C rows H*W apart (C streams, more than they follow), and in
+  // the rows layouts the transposition stalls on each new block. So the exp pass prefetches two
+  // blocks ahead, one slice per class: [pf_base + c * pf_stride, + pf_len) bytes. Measured on a
+  // 2-core Zen 4, cross_entropy (8, 21, 512, 512) NCHW: 16.5 -> ~12 ms; (65536, 1000): 40 ->
+  // 35 ms (with the tiles below: 18 ms); NHWC (8, 512, 512, 21): ~20 -> ~18 ms. Prefetching in the max
+  // pass and copying the block to a contiguous buffer were tried and did not help. Prefetches
+  // never fault, so running past the end of the array is harmless.
+  struct Prefetch {
+    uintptr_t base = 0;  // an address, not a pointer: it may lie past the end of the array
+    int64_t stride = 0, len = 0;
+    LD_INLINE void at(int64_t c) const {
+      const char* p = (const char*)(base + (uintptr_t)(c * stride));
+      for (int64_t q = 0; q < len; q += 64) __builtin_prefetch(p + q, 0, 3);
+    }
+  };
+
+  // Rows layout, full block of float (or double) rows: B rows of C contiguous values into the
+  // class-major lane buffer, VN x VN tiles transposed in registers (log2(VN) rounds of two-input
+  // shuffles that swap off-diagonal sub-blocks). For large C the scalar transposition writes one
+  // value per cache line of a buffer beyond L1; the tiles write whole lines (C = 1000: ~3x faster
+  // on one core; at C <= 150 no gain, so it is used from kTileC classes).
+  static constexpr int64_t kTileC = 256;
+  template <int H, int... P> static constexpr VI tmask_lo(std::integer_sequence<int, P...>) { return VI{((P & H) ? VN + P - H : P)...}; }
+  template <int H, int... P> static constexpr VI tmask_hi(std::integer_sequence<int, P...>) { return VI{((P & H) ? VN + P : P + H)...}; }
+  template <int H> static LD_INLINE void tstage(VF* r) {
+    if constexpr (H < VN) {
+      constexpr VI lo = tmask_lo<H>(std::make_integer_sequence<int, VN>{});
+      constexpr VI hi = tmask_hi<H>(std::make_integer_sequence<int, VN>{});
+#pragma GCC unroll 16
+      for (int i = 0; i < VN; ++i)
+        if (!(i & H)) { const VF x = r[i], y = r[i + H]; r[i] = __builtin_shuffle(x, y, lo); r[i + H] = __builtin_shuffle(x, y, hi); }
+    }
+  }
+  static LD_INLINE void rows_to_lanes(const F* X, int64_t C, F* xb) {
+    for (int j0 = 0; j0 < B; j0 += VN)
+      for (int64_t c0 = 0; c0 < C; c0 += VN) {
+        const int w = (int)imin(VN, C - c0);
+        VF r[VN];
+        const F* s = X + j0 * C + c0;
+        if (w == VN) { for (int i = 0; i < VN; ++i) r[i] = vload<VF>(s + i * C); }
+        else for (int i = 0; i < VN; ++i) { r[i] = VF{}; __builtin_memcpy(&r[i], s + i * C, w * sizeof(F)); }
+        tstage<8>(r); tstage<4>(r); tstage<2>(r); tstage<1>(r);
+        for (int i = 0; i < w; ++i) vstore(xb + (c0 + i) * B + j0, r[i]);
+      }
   }
 
   // x[y_j] for every lane (y_j = 0 for invalid lanes, so always in bounds).
@@ -246,6 +284,7 @@ struct CE {
     double* p_loss; double* p_inv;
     int pn;
     int64_t* loc;               // per-segment per-class counts (3*C) for per-sample stats
+    Prefetch pf;                // what the exp pass of the current block prefetches
   };
 
   const CEArgs& a;
@@ -376,11 +415,11 @@ struct CE {
           am[k] = VI{}; e2[k] = VF{};
         }
         const P* col = src;
-        const bool pf = cs > B;
+        const bool pf = th.pf.base != 0;
         for (int64_t c = 0; c < C; ++c, col += cs) {
           const VF wc = VF{} + (WEIGHT ? (F)w[c] : F(1));
           const VI cv = VI{} + (IS)c;
-          if (pf) prefetch_ahead(col);
+          if (pf) th.pf.at(c);
 #pragma GCC unroll 8
           for (int k = 0; k < K; ++k) {
             const VF d = loadv(col + k * VN) - m[k];
@@ -689,10 +728,13 @@ struct CE {
         const int64_t o = b0 / a.inner, i0 = b0 % a.inner;
         const int64_t off = o * C * a.inner + i0;
         if (!SOFT && nb == B) {
+          th.pf.base = (uintptr_t)(X + off) + 2 * B * sizeof(S);
+          th.pf.stride = a.inner * (int64_t)sizeof(S); th.pf.len = B * (int64_t)sizeof(S);
           block<S>(th, sa, acc, X + off, a.inner, nullptr, lab, nb, b0, G ? G + off : nullptr, a.inner);
           continue;
         }
         // Tail block or soft targets: gather into lane buffers (padding lanes are inert).
+        th.pf.base = 0;
         for (int64_t c = 0; c < C; ++c) {
           const S* r = X + off + c * a.inner;
           F* xb = th.xbuf + c * B;
@@ -711,8 +753,14 @@ struct CE {
             for (int j = 0; j < nb; ++j) r[j] = (S)xb[j];
           }
       } else {
-        // Rows: transpose B rows of C into lanes.
-        for (int j = 0; j < B; ++j) {
+        // Rows: transpose B rows of C into lanes; prefetch the block after next (see Prefetch).
+        th.pf.base = (uintptr_t)(X + b0 * C) + 2 * B * C * sizeof(S);
+        th.pf.stride = th.pf.len = B * (int64_t)sizeof(S);
+        bool tiled = false;
+        if constexpr (!SOFT && sizeof(S) == sizeof(F)) {
+          if (nb == B && C >= kTileC) { rows_to_lanes((const F*)(X + b0 * C), C, th.xbuf); tiled = true; }
+        }
+        for (int j = 0; j < B && !tiled; ++j) {
           F* xb = th.xbuf + j;
           if (j < nb) {
             const S* r = X + (b0 + j) * C;

@@ -27,7 +27,10 @@ from conftest import (
 skm = pytest.importorskip("sklearn.metrics")
 
 CASES = [((64, 5), 1), ((3, 7, 8, 9), 1), ((2, 4, 5, 6, 3), -1), ((2, 21, 4, 5), 1),
-         ((5, 150), 1), ((3, 1000), 1), ((6, 2), 1), ((1, 3, 1, 1), 1)]
+         ((5, 150), 1), ((3, 1000), 1), ((6, 2), 1), ((1, 3, 1, 1), 1),
+         # rows layouts with many classes: full blocks go through the tiled transposition
+         # (a partial last tile of classes, then a tail block that does not)
+         ((130, 300), 1), ((2, 9, 8, 260), -1)]
 
 
 def ev(backend, x, y, **kw):

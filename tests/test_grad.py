@@ -57,6 +57,19 @@ def test_grad_shapes_dtypes(backend, case, dtype, reduction):
     check(loss, g, xr, y, dtype, axis=axis, reduction=reduction)
 
 
+@pytest.mark.parametrize("case", [((200, 1000), 1), ((130, 300), 1), ((2, 9, 8, 260), -1),
+                                  ((64, 256), 1)], ids=shape_id)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_grad_rows_many_classes(backend, case, dtype):
+    """Rows layouts with C >= 256: full blocks are transposed in register tiles (whole tiles, a
+    partial last tile of classes), tail blocks one value at a time; loss and gradient both."""
+    shape, axis = case
+    x64, y = make_case(shape, axis, seed=shape[axis] + 7)
+    x, xr = cast_logits(x64, dtype)
+    loss, g = ce_grad(backend, x, y, axis=axis, reduction="none")
+    check(loss, g, xr, y, dtype, axis=axis, reduction="none")
+
+
 @pytest.mark.parametrize("case", [((16, 5), 1), ((3, 7, 4, 5), 1), ((2, 4, 3, 6), -1),
                                   ((2, 3, 2, 3, 4), 1), ((4, 150), 1)], ids=shape_id)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
