@@ -208,8 +208,8 @@ struct CE {
     else { F t[VN]; vstore<VF>(t, v); for (int i = 0; i < VN; ++i) p[i] = (P)t[i]; }
   }
 
-  // The exp pass is compute-bound and issues no loads of its own, so without help the next
-  // block's memory is only requested when its first pass starts. The hardware prefetchers do not
+  // The exp pass is compute-bound and reads only the current block (already in L1), so without
+  // help the next block's memory is only requested when its first pass starts. The hardware prefetchers do not
   // cover it: in NCHW a block reads C rows H*W apart (C streams, more than they follow), and in
   // the rows layouts the transposition stalls on each new block. So the exp pass prefetches two
   // blocks ahead, one slice per class: [base + c * stride, + len) bytes. Measured on a 2-core
