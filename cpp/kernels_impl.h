@@ -138,8 +138,20 @@ LD_INLINE int thread_id() {
 
 LD_INLINE void atomic_add(int64_t* p, int64_t v) { __atomic_fetch_add(p, v, __ATOMIC_RELAXED); }
 
+// Accumulators that different threads write sit on different cache lines: two threads updating
+// neighbouring slabs (or per-thread copies) through one shared line would move that line between
+// the cores on every increment.
+constexpr int64_t kLine = 64;
+LD_INLINE int64_t line_up(int64_t n_words) { return (n_words + 7) / 8 * 8; }  // 8-byte words
+LD_INLINE void* zalloc_lines(size_t bytes) {
+  bytes = (bytes + kLine - 1) / kLine * kLine;
+  void* p = aligned_alloc(kLine, bytes ? bytes : kLine);
+  if (p) __builtin_memset(p, 0, bytes);
+  return p;
+}
+
 // Per-slab accumulators (floats are summed per slab and combined in slab order).
-struct SlabAcc {
+struct alignas(kLine) SlabAcc {
   CEResult r;
   double* class_loss = nullptr; int64_t* class_count = nullptr;
   int64_t* true_hist = nullptr; int64_t* conf_hist = nullptr; int64_t* conf_correct = nullptr;
@@ -162,9 +174,9 @@ struct SlabStore {
   void init(int64_t n_slabs, int64_t C, int bins, bool stats, int nsub = 1, int64_t extra = 0) {
     if (!stats) return;
     const int64_t nb = (int64_t)nsub * bins;
-    int64_t nf = nsub * C + nb + 1, ni = C + 6 * nb + 1 + extra;
-    fmem = (double*)calloc((size_t)(n_slabs * nf + 1), sizeof(double));
-    imem = (int64_t*)calloc((size_t)(n_slabs * ni + 1), sizeof(int64_t));
+    const int64_t nf = line_up(nsub * C + nb + 1), ni = line_up(C + 6 * nb + 1 + extra);
+    fmem = (double*)zalloc_lines((size_t)(n_slabs * nf) * sizeof(double));
+    imem = (int64_t*)zalloc_lines((size_t)(n_slabs * ni) * sizeof(int64_t));
     for (int64_t k = 0; k < n_slabs; ++k) {
       SlabAcc& s = acc[k];
       s.class_loss = fmem + k * nf; s.conf_sum = s.class_loss + nsub * C;
@@ -816,9 +828,9 @@ struct CE {
     int64_t* conf_all = nullptr;
     bool conf_atomic = false;
     const int csub = C <= 64 ? kSub : 1;
-    const int64_t cper = csub * C * C + 1;  // + a scratch slot
+    const int64_t cper = line_up(csub * C * C + 1);  // + a scratch slot
     if (STATS) {
-      if ((int64_t)nth * cper * 8 <= (64ll << 20) && cper < (1ll << 31)) conf_all = (int64_t*)calloc((size_t)(nth * cper), 8);
+      if ((int64_t)nth * cper * 8 <= (64ll << 20) && cper < (1ll << 31)) conf_all = (int64_t*)zalloc_lines((size_t)(nth * cper) * 8);
       else conf_atomic = true;
     }
     const size_t buf = (size_t)(C * B);
@@ -830,8 +842,8 @@ struct CE {
       th.conf_atomic = conf_atomic;
       th.csub = csub;
       th.conf = STATS ? (conf_atomic ? a.confusion : conf_all + (int64_t)thread_id() * cper) : nullptr;
-      th.loc = (int64_t*)calloc((size_t)(3 * C + 2), sizeof(int64_t));
-      th.ccount = STATS && conf_atomic ? (int64_t*)calloc((size_t)C, sizeof(int64_t)) : nullptr;
+      th.loc = (int64_t*)zalloc_lines((size_t)(3 * C + 2) * sizeof(int64_t));
+      th.ccount = STATS && conf_atomic ? (int64_t*)zalloc_lines((size_t)C * sizeof(int64_t)) : nullptr;
       th.pn = 0;
       int32_t* pend_i = nullptr; double* pend_f = nullptr;
       if (STATS) {
