@@ -3,6 +3,7 @@
 // vague linkage (templates, inline functions) could be merged across them by the linker.
 #pragma once
 #include <cstdint>
+#include <type_traits>
 #include <utility>
 
 namespace lossdiag {

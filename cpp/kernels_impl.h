@@ -291,10 +291,14 @@ struct CE {
     int csub;                   // copies of the per-thread confusion (1 or kSub)
     int64_t* ccount;            // per-thread class counts (atomic confusion only)
     // Pending statistics increments (flat indices, see stats()), applied kPend at a time: a long
-    // run of increments is about twice as fast as 64 of them between the vector passes.
-    int32_t* p_l; int32_t* p_f; int32_t* p_c; int32_t* p_t; int32_t* p_m; int32_t* p_cm;
-    double* p_loss; double* p_inv;
+    // run of increments is about twice as fast as 64 of them between the vector passes. `pi`
+    // holds kCap indices per stream (true/joint bin, confidence, margin, class loss, confusion,
+    // confidence sum), at fixed offsets so that the flush loop runs on one induction variable.
+    int32_t* pi; double* p_loss;
+    int64_t* p_pk; double* p_inv;  // packed confidence counter (PACK) or the confidence itself
+    int64_t* pack;                 // packed confidence counters of the pending run (PACK)
     int pn;
+    bool defer;                    // statistics go through the pending buffers
     int64_t* loc;               // per-segment per-class counts (3*C) for per-sample stats
     Prefetch pf;                // what the exp pass of the current block prefetches
   };
@@ -310,6 +314,10 @@ struct CE {
   explicit CE(const CEArgs& a_) : a(a_), C(a_.C), WEIGHT(a_.w != nullptr) {
     if (WEIGHT) { for (int64_t c = 0; c < C; ++c) W += a.w[c]; } else { W = (double)C; }
     one_m_eps = 1.0 - a.eps; eps_c = a.eps / (double)C;
+    int lg = 0;
+    while ((int64_t(1) << lg) < C && lg < 62) ++lg;
+    psh = 23 + lg; csh = psh + kRunBits;
+    pscale = __builtin_ldexp(1.0, psh); punit = __builtin_ldexp(1.0, -psh);
   }
 
   // Lane-wise state of one block.
@@ -330,7 +338,18 @@ struct CE {
     }
   };
   static constexpr int kSub = 4;  // copies of the statistics (see SlabStore)
-  static constexpr int kPend = 1024;
+  static constexpr int kPend = 2048;
+  static constexpr int kCap = kPend + B;  // a run flushes once it reaches kPend
+  static constexpr int kRunBits = 32 - __builtin_clz((unsigned)kCap);  // kCap < 2^kRunBits
+  // Float logits: the confidence histogram's count and confidence sum share one int64 counter,
+  // count << csh plus the confidence in fixed point (2^psh units), one increment per element
+  // instead of two. Exact: a counted element's confidence 1/u has u in [1, C], so it is a float
+  // >= 2^-ceil(log2 C) whose last mantissa bit is worth >= 2^-(23 + ceil(log2 C)) = 2^-psh, and
+  // a run of < 2^kRunBits elements sums to < 2^(psh + kRunBits) = 2^csh. The counters are split
+  // after each run (flush), so the sums and counts reach the slab exactly.
+  static constexpr bool PACK = sizeof(F) == 4;
+  int psh = 0, csh = 0;
+  double pscale = 1, punit = 1;  // 2^psh, 2^-psh
   // Few bins: one joint (true-probability bin, margin bin) histogram, one increment less per
   // element (increments are bound by the store throughput); the marginals are summed at the end.
   bool joint() const { return a.bins <= 22; }
@@ -340,6 +359,7 @@ struct CE {
   LD_INLINE void block(Thread& th, SlabAcc& sa, SegAcc& acc, const P* __restrict src, int64_t cs,
                        const F* __restrict tsrc, const int64_t* lab, int nb, int64_t ebase,
                        P* gdst, int64_t gcs) {
+    if (nb < 1 || nb > B) __builtin_unreachable();  // (segment() passes 1..B; silences -Warray-bounds)
     Lane ln;
     const double* w = a.w;
     // Labels (hard) or the target's argmax (soft).
@@ -374,8 +394,10 @@ struct CE {
 
     // Pass 1: max (and argmax, rank of the true class, a non-finite detector).
     for (int j = 0; j < B; ++j) { ln.nf[j] = 0; ln.nn[j] = 0; }
-    // With STATS the exp pass finds the argmax, the runner-up and the non-finite rows almost for
-    // free (see below), so this pass is the plain max of cross_entropy.
+    // With STATS the exp pass finds the runner-up and the non-finite rows almost for free (see
+    // below). The argmax stays here: this pass waits on memory, the exp pass is compute-bound
+    // (moving it here took evaluate (8, 21, 512, 512) from ~17.7 to ~16.4 ms on 2 Zen 4 cores).
+    static_assert(!STATS || ARGMAX, "the statistics need the argmax");
     constexpr bool NF = (TOPK || ARGMAX) && !STATS;
     {
       constexpr int K = B / VN;
@@ -394,7 +416,7 @@ struct CE {
           const VF v = loadv(col + k * VN);
           if (TOPK) gt[k] -= (v > xy[k]) | ((v == xy[k]) & (cv < y[k]));  // masks are -1
           if (NF) fin[k] += v - v;  // NaN iff some logit is NaN or +-inf
-          if (ARGMAX && !STATS) { VI g = v > m[k]; am[k] = g ? cv : am[k]; m[k] = g ? v : m[k]; }
+          if (ARGMAX) { VI g = v > m[k]; am[k] = g ? cv : am[k]; m[k] = g ? v : m[k]; }
           else m[k] = v > m[k] ? v : m[k];
         }
       }
@@ -419,18 +441,17 @@ struct CE {
         constexpr int K = B / VN;
         VF m[K], sv[K], sm[K], sd[K], A[K], Bs[K];
         VF e2[K];  // STATS: largest exp(x - max) apart from the first maximum
-        VI ties[K], am[K];
+        VI ties[K];
 #pragma GCC unroll 8
         for (int k = 0; k < K; ++k) {
           m[k] = vload<VF>(ln.m + k * VN);
           sv[k] = VF{}; ties[k] = VI{}; sm[k] = VF{}; sd[k] = VF{}; A[k] = VF{}; Bs[k] = VF{};
-          am[k] = VI{}; e2[k] = VF{};
+          e2[k] = VF{};
         }
         const P* col = src;
         const bool pf = th.pf.base != 0;
         for (int64_t c = 0; c < C; ++c, col += cs) {
           const VF wc = VF{} + (WEIGHT ? (F)w[c] : F(1));
-          const VI cv = VI{} + (IS)c;
           if (pf) th.pf.at(c);
 #pragma GCC unroll 8
           for (int k = 0; k < K; ++k) {
@@ -440,10 +461,7 @@ struct CE {
             const VF eo = (VF)((VI)e & ~z);
             sv[k] += eo;   // the first maximum's exact 1 is counted in `ties`
             ties[k] -= z;  // masks are -1
-            if (STATS) {   // argmax and runner-up, exact when the maximum is unique
-              am[k] = z ? cv : am[k];
-              e2[k] = eo > e2[k] ? eo : e2[k];
-            }
+            if (STATS) e2[k] = eo > e2[k] ? eo : e2[k];  // runner-up, exact when the maximum is unique
             if (GRAD) vstore(th.ebuf + c * B + k * VN, e);
             if (SMOOTH && !SOFT) sm[k] += wc * (VF{} - d);
             if (SOFT) {
@@ -459,7 +477,7 @@ struct CE {
           vstore(ln.s + k * VN, sv[k]); vstore(ln.ties + k * VN, ties[k]); vstore(ln.sm + k * VN, sm[k]);
           vstore(ln.sd + k * VN, sd[k]); vstore(ln.A + k * VN, A[k]); vstore(ln.Bs + k * VN, Bs[k]);
           vstore(ln.dy + k * VN, vload<VF>(ln.xy + k * VN) - m[k]);  // x_y - max
-          if (STATS) { vstore(ln.am + k * VN, am[k]); vstore(ln.m2 + k * VN, e2[k]); }
+          if (STATS) vstore(ln.m2 + k * VN, e2[k]);
         }
         // Rare rows: a tied maximum (the first one is the argmax, the runner-up equals the
         // maximum) or a non-finite logit, which makes sum e*d NaN or infinite (NaN or +inf: d is
@@ -561,19 +579,24 @@ struct CE {
       }
     }
 
-    // Counting and statistics.
-    {
+    // Counting and statistics (with STATS, stats() counts on its vectors).
+    int64_t hit1 = 0;
+    if (STATS) {
+      if (th.defer) hit1 = joint() ? stats<true, true>(th, sa, acc, ln, nb, ebase) : stats<true, false>(th, sa, acc, ln, nb, ebase);
+      else hit1 = joint() ? stats<false, true>(th, sa, acc, ln, nb, ebase) : stats<false, false>(th, sa, acc, ln, nb, ebase);
+    } else {
       int64_t cnt = 0;
       for (int j = 0; j < nb; ++j) cnt += ln.valid[j];
       sa.r.count += cnt;
-    }
-    if (TOPK || STATS || ARGMAX) {
-      int64_t nfv = 0, nfr = 0;
-      for (int j = 0; j < nb; ++j) { nfv += ln.nf[j]; nfr += ln.nf[j] != 0; }
-      sa.r.nonfinite += nfv; sa.r.nonfinite_rows += nfr;
+      if (TOPK || ARGMAX) {
+        int64_t nfv = 0, nfr = 0;
+        for (int j = 0; j < nb; ++j) { nfv += ln.nf[j]; nfr += ln.nf[j] != 0; }
+        sa.r.nonfinite += nfv; sa.r.nonfinite_rows += nfr;
+      }
     }
     if (TOPK || ARGMAX)
       for (int k = 0; k < a.nk; ++k) {
+        if (STATS && a.ks[k] == 1) { sa.r.correct[k] += hit1; continue; }
         int64_t hits = 0;
         const bool top1 = a.ks[k] == 1 && ARGMAX;
         for (int j = 0; j < nb; ++j) {
@@ -582,7 +605,6 @@ struct CE {
         }
         sa.r.correct[k] += hits;
       }
-    if (STATS) stats(th, sa, acc, ln, nb, ebase);
   }
 
   // Apply the pending increments (in element order, so float sums do not depend on kPend).
@@ -590,104 +612,165 @@ struct CE {
     int64_t* hs = sa.class_count; double* fs = sa.class_loss; int64_t* cm = th.conf;
     const int n = th.pn;
     th.pn = 0;
-    const int32_t *pl = th.p_l, *pf = th.p_f, *pt = th.p_t, *pc = th.p_c, *pm = th.p_m, *pcm = th.p_cm;
-    const double *ploss = th.p_loss, *pinv = th.p_inv;
-    if (joint())
-      for (int j = 0; j < n; ++j) {
-        fs[pl[j]] += ploss[j]; fs[pf[j]] += pinv[j];
-        hs[pt[j]]++; hs[pc[j]]++; cm[pcm[j]]++;
+    const int32_t* pi = th.pi;
+    const double* ploss = th.p_loss;
+    const bool jn = joint();
+    if constexpr (PACK) {
+      int64_t* pa = th.pack;
+      const int64_t* pk = th.p_pk;
+      if (jn)
+        for (int j = 0; j < n; ++j) {
+          fs[pi[3 * kCap + j]] += ploss[j];
+          hs[pi[j]]++; pa[pi[kCap + j]] += pk[j]; cm[pi[4 * kCap + j]]++;
+        }
+      else
+        for (int j = 0; j < n; ++j) {
+          fs[pi[3 * kCap + j]] += ploss[j];
+          hs[pi[j]]++; pa[pi[kCap + j]] += pk[j]; hs[pi[2 * kCap + j]]++; cm[pi[4 * kCap + j]]++;
+        }
+      // Split the packed counters: counts to conf_hist, fixed-point sums (exact) to conf_sum.
+      const int n2 = 2 * kSub * a.bins;
+      const int64_t low = (int64_t(1) << csh) - 1;
+      for (int i = 0; i < n2; ++i) {  // adding zeros is exact: no branch
+        const int64_t v = pa[i];
+        pa[i] = 0;
+        sa.conf_hist[i] += v >> csh;
+        sa.conf_sum[i >> 1] += (double)(v & low) * punit;
       }
-    else
+      pa[n2] = 0;  // scratch slot of rows left out
+    } else {
+      const double* pinv = th.p_inv;
       for (int j = 0; j < n; ++j) {
-        fs[pl[j]] += ploss[j]; fs[pf[j]] += pinv[j];
-        hs[pt[j]]++; hs[pc[j]]++; hs[pm[j]]++; cm[pcm[j]]++;
+        fs[pi[3 * kCap + j]] += ploss[j]; fs[pi[5 * kCap + j]] += pinv[j];
+        hs[pi[j]]++; hs[pi[kCap + j]]++; cm[pi[4 * kCap + j]]++;
+        if (!jn) hs[pi[2 * kCap + j]]++;
       }
+    }
   }
 
-  // Per-element statistics. Everything except the histogram increments is computed on vectors,
-  // including the flat index of every increment, so the per-element loop is loads and adds only.
-  // Bins are computed in double, so a value on a bin edge lands where the float64 reference puts it.
-  LD_INLINE void stats(Thread& th, SlabAcc& sa, SegAcc& acc, Lane& ln, int nb, int64_t ebase) {
-    constexpr int K = B / VN;
-    alignas(64) F pt[B], p2[B], ent[B];
+  static LD_INLINE vd to_d(VF v, int h) {
+    if constexpr (sizeof(F) == 8) { (void)h; return v; }
+    else return cvt_half(v, h);
+  }
+
+  // Per-element statistics, VN lanes at a time. Everything except the increments themselves is
+  // computed on vectors, including the flat index of every increment, so the per-element loop
+  // (flush) is loads and adds only. Bins are computed in double, so a value on a bin edge lands
+  // where the float64 reference puts it. DEFER: indices go to the pending buffers (per-thread
+  // confusion, no per-sample statistics); JN: joint true-probability x margin histogram.
+  // Not inlined: four variants per kernel, called once per block.
+  // Also counts the block (counted elements, non-finite values and rows) into sa.r and returns
+  // its top-1 hits by the accuracy rule.
+  template <bool DEFER, bool JN>
+  __attribute__((noinline)) int64_t stats(Thread& th, SlabAcc& sa, SegAcc& acc, Lane& ln, int nb, int64_t ebase) {
+    constexpr int K = B / VN, DN = VecT<double>::N, NH = VN / DN;
+    using v32 = std::conditional_t<sizeof(F) == 4, vi, vi_h>;  // int32 x VN
+    auto c32 = [](VI v) { if constexpr (sizeof(IS) == 4) return v; else return __builtin_convertvector(v, v32); };
+    auto ci = [](v32 v) { if constexpr (sizeof(IS) == 4) return (VI)v; else return __builtin_convertvector(v, VI); };
+    auto join = [](const vd* t) {
+      if constexpr (NH == 1) return __builtin_convertvector(t[0], v32);
+      else return (v32)cvtt_join(t[0], t[1]);
+    };
+    const int bins = a.bins;
+    const int32_t nbin = kSub * bins, Ci = (int32_t)C;
+    const bool cm_fast = DEFER || !th.conf_atomic;  // then csub * C * C < 2^31 (see run())
+    const int32_t CC = cm_fast ? (int32_t)(C * C) : 0;
+    const vd fb = vd{} + (double)bins, hi = fb - 1.0, half = fb * 0.5;
+    auto clampb = [&](vd t) {  // (int)(t) clamped to [0, bins - 1], as bin_of(); NaN -> 0
+      t = t > 0.0 ? t : vd{};
+      return t < hi ? t : hi;
+    };
+    // Flat indices: into the slab's integers (base class_count), its doubles (base class_loss),
+    // the thread's confusion, or (PACK, DEFER) the packed counters; rows left out of the
+    // statistics point at the scratch slots.
+    const v32 trash_i = v32{} + (int32_t)(C + 6 * nbin), trash_f = v32{} + (int32_t)(kSub * C + nbin);
+    const v32 jbase = v32{} + (int32_t)(C + 6 * nbin + 1);
+    const v32 trash_cm = v32{} + (cm_fast ? th.csub * CC : 0);
+    alignas(64) int32_t l_t[B], l_c[B], l_m[B], l_l[B], l_f[B], l_cm[B], l_in[B];
+    int32_t* const pb = th.pi + th.pn;
+    int32_t* const it = DEFER ? pb : l_t;
+    int32_t* const ic = DEFER ? pb + kCap : l_c;
+    int32_t* const im = DEFER ? pb + 2 * kCap : l_m;
+    int32_t* const il = DEFER ? pb + 3 * kCap : l_l;
+    int32_t* const icm = DEFER ? pb + 4 * kCap : l_cm;
+    int32_t* const iff = DEFER ? pb + 5 * kCap : l_f;
+    vd tp_s{}, en_s{};
+    vl bl_s{};
+    v32 n_cnt{}, n_nfv{}, n_nfr{}, n_hit{};  // per-lane block counts (masks are -1)
 #pragma GCC unroll 8
     for (int k = 0; k < K; ++k) {
       const int o = k * VN;
+      v32 lane; VI laneI;
+      for (int q = 0; q < VN; ++q) { lane[q] = o + q; laneI[q] = o + q; }
       const VF inv = vload<VF>(ln.inv + o);
-      vstore(pt + o, vexp_neg(vload<VF>(ln.dy + o)) * inv);
-      vstore(p2 + o, vload<VF>(ln.m2 + o) * inv);
-      vstore(ent + o, vload<VF>(ln.l1p + o) - vload<VF>(ln.sd + o) * inv);
-    }
-    // Double-precision part, DN lanes at a time.
-    constexpr int DN = VecT<double>::N;
-    typedef F fh __attribute__((vector_size(DN * sizeof(F))));
-    typedef IS ih __attribute__((vector_size(DN * sizeof(IS))));
-    typedef int32_t i32h __attribute__((vector_size(DN * 4)));
-    // Flat indices: ih_* into the slab's integers (base class_count), if_* into its doubles (base
-    // class_loss), icm into the thread's confusion; excluded rows point at the scratch slots.
-    alignas(64) int32_t ih_t_[B], ih_c_[B], ih_m_[B], if_l_[B], if_c_[B], icm_[B], in[B];
-    // The common case (no per-sample statistics, per-thread confusion) writes the indices
-    // straight into the pending buffers.
-    const bool defer = !th.conf_atomic && !a.per_sample;
-    int32_t* ih_t = defer ? th.p_t + th.pn : ih_t_;
-    int32_t* ih_c = defer ? th.p_c + th.pn : ih_c_;
-    int32_t* ih_m = defer ? th.p_m + th.pn : ih_m_;
-    int32_t* if_l = defer ? th.p_l + th.pn : if_l_;
-    int32_t* if_c = defer ? th.p_f + th.pn : if_c_;
-    int32_t* icm = defer ? th.p_cm + th.pn : icm_;
-    const int bins = a.bins;
-    const int64_t nbin = (int64_t)kSub * bins, CC = C * C;
-    const vd fb = vd{} + (double)bins, hi = fb - 1.0;
-    auto bin = [&](vd t) {  // (int)(t) clamped to [0, bins - 1], as bin_of()
-      t = t > 0.0 ? t : vd{};
-      t = t < hi ? t : hi;
-      return __builtin_convertvector(t, i32h);
-    };
-    const i32h Ci = i32h{} + (int32_t)C, binsi = i32h{} + bins;
-    const i32h trash_i = i32h{} + (int32_t)(C + 6 * nbin), trash_f = i32h{} + (int32_t)(kSub * C + nbin);
-    const bool cm_fast = !th.conf_atomic;  // C*C*csub < 2^31 here (see run())
-    const bool jn = joint();
-    const i32h jbase = i32h{} + (int32_t)(C + 6 * nbin + 1);
-    const i32h trash_cm = i32h{} + (int32_t)(cm_fast ? th.csub * CC : 0);
-#pragma GCC unroll 8
-    for (int i = 0; i < B; i += DN) {
-      const i32h y = __builtin_convertvector(vload<ih>(ln.y + i), i32h);
-      const i32h p = __builtin_convertvector(vload<ih>(ln.am + i), i32h);
-      const i32h ok = y == p;  // -1/0
-      i32h lane; for (int q = 0; q < DN; ++q) lane[q] = i + q;
-      const i32h inm = (lane < nb) & (__builtin_convertvector(vload<ih>(ln.valid + i), i32h) != 0) &
-                       (vload<i32h>(ln.nf + i) == 0);
-      const vl inl = __builtin_convertvector(inm, vl);
-      const vd pm = __builtin_convertvector(vload<fh>(ln.inv + i), vd);
-      const vd ptr = __builtin_convertvector(vload<fh>(pt + i), vd);
-      const vd q2 = __builtin_convertvector(vload<fh>(p2 + i), vd);
-      const vd mg = ptr - (__builtin_convertvector(ok, vl) ? q2 : pm);  // p_true - max(others)
-      const i32h sb = (lane & (kSub - 1)) * binsi;
-      const i32h cbin = bin(pm * fb);
-      const i32h tbin = bin(ptr * fb), mbin = bin((mg + 1.0) * 0.5 * fb);
-      if (jn) {
-        vstore(ih_t + i, inm ? jbase + (sb + tbin) * binsi + mbin : trash_i);
+      const VF ptf = vexp_neg(vload<VF>(ln.dy + o)) * inv;
+      const VI yI = vload<VI>(ln.y + o), pI = vload<VI>(ln.am + o);
+      const VI okI = yI == pI;
+      const VF qf = okI ? vload<VF>(ln.m2 + o) * inv : inv;  // largest probability of the others
+      const VF entf = vload<VF>(ln.l1p + o) - vload<VF>(ln.sd + o) * inv;
+      const VI inI = (laneI < (IS)nb) & (vload<VI>(ln.valid + o) != 0) &
+                     (ci(vload<v32>(ln.nf + o)) == 0);
+      const VF inF = (VF)(inI & (VI)(VF{} + F(1)));  // 1 or 0, for masks on the double halves
+      const v32 y = c32(yI), p = c32(pI), ok = c32(okI), in = c32(inI);
+      {
+        const v32 nf = vload<v32>(ln.nf + o);  // 0 in padding lanes
+        const v32 val = (lane < nb) & (c32(vload<VI>(ln.valid + o)) != 0);
+        n_cnt -= val; n_nfv += nf; n_nfr -= nf != 0;
+        n_hit -= val & (vload<v32>(ln.nn + o) == 0) & ok;  // NaN never wins; +-inf compare as usual
+      }
+      vd cb[NH], tb[NH], mb[NH];
+#pragma GCC unroll 4
+      for (int h = 0; h < NH; ++h) {
+        const vd pm = to_d(inv, h), pt = to_d(ptf, h), mg = pt - to_d(qf, h);  // margin
+        const vl inl = to_d(inF, h) != 0.0;
+        cb[h] = clampb(pm * fb); tb[h] = clampb(pt * fb); mb[h] = clampb((mg + 1.0) * half);
+        tp_s += inl ? pt : vd{};
+        en_s += inl ? to_d(entf, h) : vd{};
+        bl_s -= inl & (pt < 0.36787944117144233);  // true-class probability below 1/e
+        if (DEFER) {
+          const int e = th.pn + o + h * DN;
+          if constexpr (PACK) {
+            // pm * 2^psh is an integer < 2^53; adding 2^52 puts it in the mantissa bits.
+            const vd big = vd{} + 4503599627370496.0;
+            const vl one = vl{} + ((int64_t(1) << csh) - (int64_t)0x4330000000000000ll);
+            vstore(th.p_pk + e, inl ? (vl)(pm * pscale + big) + one : vl{});
+          } else {
+            vstore(th.p_inv + e, pm);
+          }
+          vstore(th.p_loss + e, vload<vd>(ln.loss + o + h * DN));
+        }
+      }
+      const v32 cbin = join(cb), tbin = join(tb), mbin = join(mb);
+      const v32 sub = lane & (kSub - 1), sb = sub * bins;
+      if (JN) {
+        vstore(it + o, in ? jbase + (sb + tbin) * bins + mbin : trash_i);
       } else {
-        vstore(ih_t + i, inm ? Ci + sb + tbin : trash_i);
-        vstore(ih_m + i, inm ? Ci + 4 * (int32_t)nbin + sb + mbin : trash_i);
+        vstore(it + o, in ? Ci + sb + tbin : trash_i);
+        vstore(im + o, in ? Ci + 4 * nbin + sb + mbin : trash_i);
       }
-      vstore(ih_c + i, inm ? Ci + (int32_t)nbin + 2 * (sb + cbin) - ok : trash_i);
-      vstore(if_l + i, inm ? (lane & (kSub - 1)) * Ci + y : trash_f);
-      vstore(if_c + i, inm ? (int32_t)(kSub * C) + sb + cbin : trash_f);
-      if (cm_fast) vstore(icm + i, inm ? (lane & (th.csub - 1)) * (int32_t)CC + y * Ci + p : trash_cm);
-      vstore(in + i, inm);
-      vstore(acc.tp + i, vload<vd>(acc.tp + i) + (inl ? ptr : vd{}));
-      vstore(acc.ent + i, vload<vd>(acc.ent + i) + (inl ? __builtin_convertvector(vload<fh>(ent + i), vd) : vd{}));
-      vstore(acc.below + i, vload<vl>(acc.below + i) - (inl & (ptr < 0.36787944117144233)));
-      if (defer) {
-        vstore(th.p_inv + th.pn + i, pm);
-        vstore(th.p_loss + th.pn + i, vload<vd>(ln.loss + i));
+      if (DEFER && PACK) {
+        vstore(ic + o, in ? 2 * (sb + cbin) - ok : v32{} + 2 * nbin);  // ok is -1 when correct
+      } else {
+        vstore(ic + o, in ? Ci + nbin + 2 * (sb + cbin) - ok : trash_i);
+        vstore(iff + o, in ? (int32_t)(kSub * C) + sb + cbin : trash_f);
       }
+      vstore(il + o, in ? sub * Ci + y : trash_f);
+      if (cm_fast) vstore(icm + o, in ? (lane & (th.csub - 1)) * CC + y * Ci + p : trash_cm);
+      if (!DEFER) vstore(l_in + o, in);
     }
-    if (defer) {
+    vstore(acc.tp, vload<vd>(acc.tp) + tp_s);
+    vstore(acc.ent, vload<vd>(acc.ent) + en_s);
+    vstore(acc.below, vload<vl>(acc.below) + bl_s);
+    int64_t hits = 0;
+    {
+      int64_t cnt = 0, nfv = 0, nfr = 0;
+      for (int q = 0; q < VN; ++q) { cnt += n_cnt[q]; nfv += n_nfv[q]; nfr += n_nfr[q]; hits += n_hit[q]; }
+      sa.r.count += cnt; sa.r.nonfinite += nfv; sa.r.nonfinite_rows += nfr;
+    }
+    if (DEFER) {
       th.pn += nb;
       if (th.pn >= kPend) flush(th, sa);
-      return;
+      return hits;
     }
     int64_t* hs = sa.class_count;
     double* fs = sa.class_loss;
@@ -695,7 +778,7 @@ struct CE {
     for (int j = 0; j < nb; ++j) {
       const int64_t y = ln.y[j], p = ln.am[j];
       const bool ok = p == y;
-      if (!in[j]) {
+      if (!l_in[j]) {
         // Left out of the statistics; still counted, and correct by the accuracy rule.
         const int64_t okk = ln.valid[j] && ln.nn[j] == 0 && ok;
         if (ps_direct) {
@@ -706,11 +789,11 @@ struct CE {
         }
         continue;
       }
-      fs[if_l[j]] += ln.loss[j];
-      fs[if_c[j]] += (double)ln.inv[j];
-      hs[ih_t[j]]++; hs[ih_c[j]]++;
-      if (!jn) hs[ih_m[j]]++;
-      if (cm_fast) th.conf[icm[j]]++;
+      fs[l_l[j]] += ln.loss[j];
+      fs[l_f[j]] += (double)ln.inv[j];
+      hs[l_t[j]]++; hs[l_c[j]]++;
+      if (!JN) hs[l_m[j]]++;
+      if (cm_fast) th.conf[l_cm[j]]++;
       else { atomic_add(th.conf + y * C + p, 1); th.ccount[y]++; }
       if (a.per_sample) {
         if (ps_direct) {
@@ -723,6 +806,7 @@ struct CE {
         }
       }
     }
+    return hits;
   }
 
   // One segment [e0, e1): within one sample when S > 1, within one `o` for the NCHW layout.
@@ -845,14 +929,15 @@ struct CE {
       th.loc = (int64_t*)zalloc_lines((size_t)(3 * C + 2) * sizeof(int64_t));
       th.ccount = STATS && conf_atomic ? (int64_t*)zalloc_lines((size_t)C * sizeof(int64_t)) : nullptr;
       th.pn = 0;
-      int32_t* pend_i = nullptr; double* pend_f = nullptr;
+      // csh + kRunBits <= 62: the packed counters cannot overflow (always true here: C <= 2896
+      // when the confusion is per thread).
+      th.defer = STATS && !conf_atomic && !a.per_sample && csh + kRunBits <= 62;
+      th.pi = nullptr; th.p_loss = nullptr; th.p_pk = nullptr; th.p_inv = nullptr; th.pack = nullptr;
       if (STATS) {
-        const size_t cap = kPend + B;
-        pend_i = (int32_t*)aligned_alloc(64, (6 * cap * sizeof(int32_t) + 63) / 64 * 64);
-        pend_f = (double*)aligned_alloc(64, (2 * cap * sizeof(double) + 63) / 64 * 64);
-        th.p_l = pend_i; th.p_f = th.p_l + cap; th.p_c = th.p_f + cap; th.p_t = th.p_c + cap;
-        th.p_m = th.p_t + cap; th.p_cm = th.p_m + cap;
-        th.p_loss = pend_f; th.p_inv = th.p_loss + cap;
+        th.pi = (int32_t*)aligned_alloc(64, (6 * kCap * sizeof(int32_t) + 63) / 64 * 64);
+        th.p_loss = (double*)aligned_alloc(64, 2 * kCap * sizeof(double));
+        if (PACK) th.p_pk = (int64_t*)(th.p_loss + kCap); else th.p_inv = th.p_loss + kCap;
+        th.pack = (int64_t*)zalloc_lines((size_t)(2 * kSub * a.bins + 1) * sizeof(int64_t));
       }
 #pragma omp for schedule(dynamic, 1)
       for (int64_t k = 0; k < n_slabs; ++k) {
@@ -870,7 +955,7 @@ struct CE {
       }
       if (th.ccount)
         for (int64_t c = 0; c < C; ++c) atomic_add(a.class_count + c, th.ccount[c]);
-      free(th.xbuf); free(th.loc); free(th.ccount); free(pend_i); free(pend_f);
+      free(th.xbuf); free(th.loc); free(th.ccount); free(th.pi); free(th.p_loss); free(th.pack);
     }
     // Ordered combine.
     for (int64_t k = 0; k < n_slabs; ++k) {
