@@ -341,3 +341,50 @@ def test_evaluate_many_classes_shared_confusion(bins):
     finally:
         ld.set_num_threads(old)
     check_stats(st, R.ref_evaluate(x, y, bins=bins), np.float64)
+
+
+LONG_CASES = [((2, 5, 96, 96), 1), ((3, 48, 48, 7), -1), ((30000, 3), 1)]
+
+
+@pytest.mark.parametrize("case", LONG_CASES, ids=shape_id)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("bins", [20, 30])  # joint true x margin histogram, or not
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_evaluate_long_runs(backend, case, dtype, bins, per_sample):
+    """Segments of thousands of elements, a third of them confident (runs of equal bins): the
+    CPU kernel applies its pending statistics in several runs per segment and, for float
+    logits, splits the packed confidence counters after each run; per_sample=True takes the
+    direct path instead. Both must give the reference's statistics."""
+    shape, axis = case
+    x64, y = make_case(shape, axis, seed=108, scale=3.0, ignore_index=255, frac_ignored=0.1,
+                       label_dtype=np.uint8)
+    ax = axis % x64.ndim
+    C = shape[ax]
+    xm = np.moveaxis(x64, ax, -1)  # a view: edits land in x64
+    conf = np.random.default_rng(109).random(y.shape) < 0.35
+    yc = np.where(y == 255, 0, y).astype(np.int64)
+    boost = np.where(conf, 25.0, 0.0)[..., None]
+    np.put_along_axis(xm, yc[..., None], np.take_along_axis(xm, yc[..., None], -1) + boost, -1)
+    x, xr = cast_logits(x64, dtype)
+    kw = dict(axis=axis, ignore_index=255, bins=bins, top_k=(1, 2), per_sample=per_sample)
+    st = ev(backend, x, y, **kw)
+    check_stats(st, R.ref_evaluate(xr, y, **kw), dtype)
+    assert st.num_classes == C
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32], ids=lambda d: np.dtype(d).name)
+def test_evaluate_conf_sum_exact_cpu(dtype):
+    """All logits equal: every confidence is the float32 value 0.2f (half and single precision
+    logits are computed in float32), so the confidence sum is exactly count * 0.2f: the CPU
+    kernel sums confidences in fixed point (exact), in counters split after each run of
+    elements. (The GPU sums float32 partials: close, not exact; the reference tests cover it.)"""
+    x = np.zeros((1, 5, 128, 130), dtype=dtype)
+    y = np.zeros((1, 128, 130), dtype=np.uint8)
+    st = ld.evaluate(x, y, bins=20)
+    n = y.size
+    b = int(0.2 * 20)  # 0.2 lands in bin 4 of 20
+    one = float(np.float32(1) / np.float32(5))
+    assert int(to_numpy(st.conf_hist)[b]) == n and int(to_numpy(st.conf_hist).sum()) == n
+    assert int(to_numpy(st.conf_correct)[b]) == n  # ties: the first maximum (class 0) wins
+    assert float(to_numpy(st.conf_sum)[b]) == n * one
+    assert float(to_numpy(st.conf_sum).sum()) == n * one

@@ -82,6 +82,9 @@ def run_all(d, dtype):
                               grad=True, weight=w, label_smoothing=0.1)
     res["eval_last"] = ld.evaluate(xl, y, axis=-1, ignore_index=255, per_sample=True)
     res["eval2d"] = ld.evaluate(xc, yc, top_k=(1, 3), grad=True)
+    # without per-sample statistics: the pending-run path (several runs per segment)
+    res["eval_runs"] = ld.evaluate(x, y, ignore_index=255, top_k=(1, 5), bins=20)
+    res["eval_runs_last"] = ld.evaluate(xl, y, axis=-1, ignore_index=255, bins=30)
     res["eval_binary"] = ld.evaluate_binary(xc, d["yb"].astype(dtype), grad=True,
                                             pos_weight=np.linspace(1, 3, 10))
     return res
