@@ -607,7 +607,8 @@ struct CE {
       }
   }
 
-  // Apply the pending increments (in element order, so float sums do not depend on kPend).
+  // Apply the pending increments, in element order (the class loss sums do not depend on kPend;
+  // the packed confidence sums are exact within a run and added to the slab once per run).
   LD_INLINE void flush(Thread& th, SlabAcc& sa) {
     int64_t* hs = sa.class_count; double* fs = sa.class_loss; int64_t* cm = th.conf;
     const int n = th.pn;
