@@ -35,6 +35,12 @@ def test_bench_runs_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str
     for r in rows:
         assert r["median_ms"] > 0 and np.isfinite(r["gbps"])
     assert len([t for t in data["targets"] if t["official"]]) == 6
+    for case in ("nchw", "nhwc", "cls"):  # alternating timings behind the self-relative targets
+        pt = data["paired"][case]
+        assert set(pt) == {"read limit", "cross_entropy", "evaluate"}
+        assert len({len(v) for v in pt.values()}) == 1 and all(min(v) > 0 for v in pt.values())
+    paired_targets = [t for t in data["targets"] if t["text"].endswith(", paired")]
+    assert len(paired_targets) == 6 and all(t["value"] > 0 for t in paired_targets)
     assert data["machine"]["threads"] == 1
 
     text = capsys.readouterr().out

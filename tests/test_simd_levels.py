@@ -46,3 +46,42 @@ def test_evaluate_at_level(simd, case, dtype, per_sample):
     np.testing.assert_array_equal(np.asarray(st.grad), np.asarray(g))
     acc = ld.accuracy(x, y, axis=axis, ignore_index=255)
     assert acc == pytest.approx(st.correct[1] / st.count, rel=1e-15)
+
+
+@pytest.mark.parametrize("shape", [(200,), (4, 1, 16, 16), (3, 7, 5)], ids=str)
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
+def test_binary_at_level(simd, shape, dtype):
+    """binary_cross_entropy(_grad), binary_accuracy and evaluate_binary at this level."""
+    r = np.random.default_rng(111)
+    x, xr = cast_logits(r.normal(size=shape) * 4.0, dtype)
+    pw = np.linspace(0.5, 3.0, shape[-1])
+    for y in ((r.random(shape) < 0.4).astype(np.float32), r.random(shape)):
+        yr = y.astype(np.float64)
+        st = ld.evaluate_binary(x, y, pos_weight=pw, threshold=0.3, bins=10, grad=True)
+        ref = R.ref_evaluate_binary(xr, yr, pos_weight=pw, threshold=0.3, bins=10, grad=True)
+        check_stats(st, ref, dtype)
+        loss, g = ld.binary_cross_entropy_grad(x, y, pos_weight=pw)
+        assert np.float64(st.loss).tobytes() == np.float64(loss).tobytes()
+        np.testing.assert_array_equal(np.asarray(st.grad), np.asarray(g))
+        none = ld.binary_cross_entropy(x, y, pos_weight=pw, reduction="none")
+        ref_none = R.ref_binary_cross_entropy(xr, yr, pos_weight=pw, reduction="none")[0]
+        tol = {np.float64: 1e-12, np.float32: 2e-6}.get(dtype, 2e-2)
+        np.testing.assert_allclose(np.asarray(none, np.float64), ref_none, rtol=tol,
+                                   atol=tol)
+        acc = ld.binary_accuracy(x, y, threshold=0.3)
+        assert acc == pytest.approx(R.ref_binary_accuracy(xr, yr, threshold=0.3), rel=1e-15)
+
+
+def test_landscape_at_level(simd):
+    """The compiled logistic loss surface at this level equals a float64 brute force."""
+    from lossdiag.landscape import logistic_surface
+
+    r = np.random.default_rng(112)
+    X = r.standard_normal((300, 2)) * [1.0, 2.0]
+    y = (X @ [1.2, -0.5] + 0.5 * r.standard_normal(300) > 0).astype(np.float64)
+    w1, w2 = np.linspace(-5.0, 4.0, 13), np.linspace(-3.0, 3.0, 11)
+    land = logistic_surface(X, y, w1, w2, bias=0.25, progress=False)
+    z = (w1[None, :, None] * X[:, 0] + w2[:, None, None] * X[:, 1] + 0.25)
+    np.testing.assert_allclose(land.loss, np.mean(np.logaddexp(0.0, z) - y * z, axis=-1),
+                               rtol=1e-12, atol=0)
+    np.testing.assert_array_equal(land.accuracy, np.mean((z > 0) == (y >= 0.5), axis=-1))
