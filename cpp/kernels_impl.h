@@ -390,7 +390,10 @@ struct CE {
       for (int j = 0; j < B; ++j) { ln.valid[j] = j < nb; ln.y[j] = ln.am[j]; }
       (void)lab;
     }
-    if (TOPK || LOSS) gather_target(src, cs, ln.y, ln.xy);
+    // The true class's logit: picked out in the max pass, which waits on memory anyway (a gather
+    // before it waits on C cache lines per block); top-k needs it before that pass.
+    constexpr bool SELXY = LOSS && !TOPK;
+    if (TOPK) gather_target(src, cs, ln.y, ln.xy);
 
     // Pass 1: max (and argmax, rank of the true class, a non-finite detector).
     for (int j = 0; j < B; ++j) { ln.nf[j] = 0; ln.nn[j] = 0; }
@@ -416,6 +419,7 @@ struct CE {
           const VF v = loadv(col + k * VN);
           if (TOPK) gt[k] -= (v > xy[k]) | ((v == xy[k]) & (cv < y[k]));  // masks are -1
           if (NF) fin[k] += v - v;  // NaN iff some logit is NaN or +-inf
+          if (SELXY) xy[k] = cv == y[k] ? v : xy[k];
           if (ARGMAX) { VI g = v > m[k]; am[k] = g ? cv : am[k]; m[k] = g ? v : m[k]; }
           else m[k] = v > m[k] ? v : m[k];
         }
@@ -423,6 +427,7 @@ struct CE {
 #pragma GCC unroll 8
       for (int k = 0; k < K; ++k) {
         vstore(ln.m + k * VN, m[k]); vstore(ln.fin + k * VN, fin[k]);
+        if (SELXY) vstore(ln.xy + k * VN, xy[k]);
         vstore(ln.am + k * VN, am[k]); vstore(ln.gt + k * VN, gt[k]);
       }
     }
@@ -457,11 +462,9 @@ struct CE {
           for (int k = 0; k < K; ++k) {
             const VF d = loadv(col + k * VN) - m[k];
             const VF e = vexp_neg(d);
-            const VI z = d == F(0);
-            const VF eo = (VF)((VI)e & ~z);
-            sv[k] += eo;   // the first maximum's exact 1 is counted in `ties`
-            ties[k] -= z;  // masks are -1
-            if (STATS) e2[k] = eo > e2[k] ? eo : e2[k];  // runner-up, exact when the maximum is unique
+            // The first maximum's exact 1 is counted in `ties`, not summed; STATS: runner-up,
+            // exact when the maximum is unique.
+            sum_but_max(d, e, sv[k], ties[k], e2[k], STATS);
             if (GRAD) vstore(th.ebuf + c * B + k * VN, e);
             if (SMOOTH && !SOFT) sm[k] += wc * (VF{} - d);
             if (SOFT) {
