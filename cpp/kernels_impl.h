@@ -412,8 +412,11 @@ struct CE {
         am[k] = VI{}; gt[k] = VI{}; y[k] = vload<VI>(ln.y + k * VN);
       }
       const P* col = src;
+      // Without an exp pass (accuracy) nothing else prefetches the next blocks: this pass does.
+      const bool pf1 = !LOSS && th.pf.base != 0;
       for (int64_t c = 0; c < C; ++c, col += cs) {
         const VI cv = VI{} + (IS)c;
+        if (pf1) th.pf.at(c);
 #pragma GCC unroll 8
         for (int k = 0; k < K; ++k) {
           const VF v = loadv(col + k * VN);
