@@ -301,6 +301,13 @@ struct CE {
     bool defer;                    // statistics go through the pending buffers
     int64_t* loc;               // per-segment per-class counts (3*C) for per-sample stats
     Prefetch pf;                // what the exp pass of the current block prefetches
+    // Rows layout with a gradient: the block's gradient lanes go to gb[gcur] and are written
+    // back to rows one block later (see segment()).
+    F* gb[2] = {nullptr, nullptr};
+    int gcur = 0;
+    int64_t gpend = -1;  // first row of the block waiting in gb[gcur ^ 1], or -1
+    int gpend_nb = 0;
+    int32_t* gidx = nullptr;  // AVX-512 float: lane index of each value of B contiguous rows
   };
 
   const CEArgs& a;
@@ -816,6 +823,35 @@ struct CE {
     return hits;
   }
 
+  // Writes the pending block's gradient lanes (gb[gcur ^ 1]) to its rows.
+  LD_INLINE void rows_out(Thread& th, S* G) {
+    const F* g = th.gb[th.gcur ^ 1];
+#if LD_VW == 64 && defined(__AVX512F__)
+    // Whole vectors of the contiguous rows, each gathered from the lanes: one store per 16
+    // values instead of 16 scalar stores to lines that have often left L1 (NHWC
+    // (8, 512, 512, 21) float32 in place, 2 Zen 4 cores: 46 -> 39 ms).
+    if constexpr (sizeof(S) == 4 && sizeof(F) == 4) {
+      float* r = (float*)(G + th.gpend * C);
+      const int64_t n = th.gpend_nb * C;
+      int64_t q = 0;
+      for (; q + 16 <= n; q += 16)
+        _mm512_storeu_ps(r + q, _mm512_i32gather_ps(_mm512_loadu_si512(th.gidx + q), g, 4));
+      if (q < n) {
+        const __mmask16 m = (__mmask16)((1u << (n - q)) - 1);
+        const __m512i ix = _mm512_maskz_loadu_epi32(m, th.gidx + q);
+        _mm512_mask_storeu_ps(r + q, m, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, ix, g, 4));
+      }
+      th.gpend = -1;
+      return;
+    }
+#endif
+    for (int j = 0; j < th.gpend_nb; ++j) {
+      S* r = G + (th.gpend + j) * C;
+      for (int64_t c = 0; c < C; ++c) r[c] = (S)g[c * B + j];
+    }
+    th.gpend = -1;
+  }
+
   // One segment [e0, e1): within one sample when S > 1, within one `o` for the NCHW layout.
   void segment(Thread& th, SlabAcc& sa, int64_t e0, int64_t e1, int64_t tile) {
     SegAcc acc; acc.zero();
@@ -874,15 +910,14 @@ struct CE {
             if (SOFT) { F* tb = th.tbuf + j; for (int64_t c = 0; c < C; ++c) tb[c * B] = F(0); }
           }
         }
-        block<F>(th, sa, acc, th.xbuf, B, th.tbuf, lab, nb, b0, GRAD ? th.xbuf : nullptr, B);
-        if (GRAD)
-          for (int j = 0; j < nb; ++j) {
-            S* r = G + (b0 + j) * C;
-            const F* xb = th.xbuf + j;
-            for (int64_t c = 0; c < C; ++c) r[c] = (S)xb[c * B];
-          }
+        // The previous block's gradient goes out here, after this block's transposition, so
+        // its lanes are not read back right behind the vector stores that wrote them.
+        if (GRAD && th.gpend >= 0) rows_out(th, G);
+        block<F>(th, sa, acc, th.xbuf, B, th.tbuf, lab, nb, b0, GRAD ? th.gb[th.gcur] : nullptr, B);
+        if (GRAD) { th.gpend = b0; th.gpend_nb = nb; th.gcur ^= 1; }
       }
     }
+    if (GRAD && th.gpend >= 0) rows_out(th, G);
     double nll = 0, sm = 0, ws = 0, ls = 0;
     for (int j = 0; j < B; ++j) { nll += acc.nll[j]; sm += acc.smooth[j]; ws += acc.w[j]; ls += acc.lsum[j]; }
     sa.r.nll_sum += nll; sa.r.smooth_sum += sm; sa.r.wsum += ws;
@@ -930,6 +965,13 @@ struct CE {
       Thread th;
       th.xbuf = (F*)aligned_alloc(64, ((3 * buf * sizeof(F) + 63) / 64) * 64);
       th.ebuf = th.xbuf + buf; th.tbuf = th.ebuf + buf;
+      if (GRAD && a.rows) {
+        th.gb[0] = (F*)aligned_alloc(64, ((2 * buf * sizeof(F) + 63) / 64) * 64); th.gb[1] = th.gb[0] + buf;
+#if LD_VW == 64 && defined(__AVX512F__)
+        th.gidx = (int32_t*)aligned_alloc(64, ((buf * sizeof(int32_t) + 63) / 64) * 64);
+        for (int64_t q = 0; q < (int64_t)buf; ++q) th.gidx[q] = (int32_t)((q % C) * B + q / C);
+#endif
+      }
       th.conf_atomic = conf_atomic;
       th.csub = csub;
       th.conf = STATS ? (conf_atomic ? a.confusion : conf_all + (int64_t)thread_id() * cper) : nullptr;
@@ -962,7 +1004,7 @@ struct CE {
       }
       if (th.ccount)
         for (int64_t c = 0; c < C; ++c) atomic_add(a.class_count + c, th.ccount[c]);
-      free(th.xbuf); free(th.loc); free(th.ccount); free(th.pi); free(th.p_loss); free(th.pack);
+      free(th.gb[0]); free(th.gidx); free(th.xbuf); free(th.loc); free(th.ccount); free(th.pi); free(th.p_loss); free(th.pack);
     }
     // Ordered combine.
     for (int64_t k = 0; k < n_slabs; ++k) {
