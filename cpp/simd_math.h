@@ -28,6 +28,9 @@ LD_INLINE double fbits(uint64_t u) { double x; __builtin_memcpy(&x, &u, 8); retu
 // exactly 1). Its truncation error is 2e-9, far below float rounding; simulated in float over
 // [-87, 0] the whole function is within 1.05 ulp of exp, as the Cephes degree-7 form it replaced
 // (1.01 ulp), with one multiply-add fewer: the exp pass is bound by the multiply-add units.
+// Coefficients, highest degree first; every float exp below (scalar, portable, AVX-512) uses them.
+constexpr float kExpPolyF[7] = {1.3843653724e-3f, 8.3741554990e-3f, 4.1668001562e-2f,
+                                1.6666431725e-1f, 4.9999994040e-1f, 1.0f, 1.0f};
 LD_INLINE float ld_exp_neg(float x) {
   const float lo = -87.33654f, magic = 12582912.0f;  // 1.5 * 2^23
   float xc = x < lo ? lo : x;  // NaN is kept
@@ -36,13 +39,8 @@ LD_INLINE float ld_exp_neg(float x) {
   int32_t ni = (int32_t)(bits(t) - bits(magic));
   float r = fmadd(n, -0.693359375f, xc);  // Cody-Waite: ln2 = hi + lo
   r = fmadd(n, 2.12194440e-4f, r);
-  float p = 1.3843653724e-3f;
-  p = fmadd(p, r, 8.3741554990e-3f);
-  p = fmadd(p, r, 4.1668001562e-2f);
-  p = fmadd(p, r, 1.6666431725e-1f);
-  p = fmadd(p, r, 4.9999994040e-1f);
-  p = fmadd(p, r, 1.0f);
-  p = fmadd(p, r, 1.0f);
+  float p = kExpPolyF[0];
+  for (int i = 1; i < 7; ++i) p = fmadd(p, r, kExpPolyF[i]);
   float res = p * fbits((uint32_t)(ni + 127) << 23);
   return x < lo ? 0.0f : res;
 }
@@ -164,13 +162,8 @@ LD_INLINE vf vexp_neg(vf x) {
                                   _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
   __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), xv);
   r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(1.3843653724e-3f);
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3741554990e-3f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1668001562e-2f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666431725e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.9999994040e-1f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
+  __m512 p = _mm512_set1_ps(kExpPolyF[0]);
+  for (int i = 1; i < 7; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpPolyF[i]));
   return (vf)_mm512_scalef_ps(p, n);
 }
 LD_INLINE vd vexp_neg(vd x) {
@@ -212,13 +205,8 @@ LD_INLINE vf vexp_neg(vf x) {
   vi ni = (vi)t - (vi)magic;
   vf r = vfma(n, vf{} + -0.693359375f, xc);
   r = vfma(n, vf{} + 2.12194440e-4f, r);
-  vf p = vf{} + 1.3843653724e-3f;
-  p = vfma(p, r, vf{} + 8.3741554990e-3f);
-  p = vfma(p, r, vf{} + 4.1668001562e-2f);
-  p = vfma(p, r, vf{} + 1.6666431725e-1f);
-  p = vfma(p, r, vf{} + 4.9999994040e-1f);
-  p = vfma(p, r, vf{} + 1.0f);
-  p = vfma(p, r, vf{} + 1.0f);
+  vf p = vf{} + kExpPolyF[0];
+  for (int i = 1; i < 7; ++i) p = vfma(p, r, vf{} + kExpPolyF[i]);
   vf res = p * (vf)((ni + 127) << 23);
   return x < lo ? vf{} : res;
 }
