@@ -550,8 +550,9 @@ class Runner:
             np.copyto(buf, x)
 
         # (c) memory limit
-        for label, read in self.mem.read_variants():
-            self._add(case, "read limit", label, measure(lambda r=read: r(x), rep, wu)[0], nb)
+        reads = [(self._add(case, "read limit", label,
+                            measure(lambda r=read: r(x), rep, wu)[0], nb), read)
+                 for label, read in self.mem.read_variants()]
         for label, copy in self.mem.copy_variants():
             times = measure(lambda c=copy: c(x, buf), rep, wu)[0]
             if not np.array_equal(buf, x):
@@ -624,21 +625,14 @@ class Runner:
 
         # The targets that compare lossdiag with itself or with the read limit are judged on
         # calls made in alternation (see measure_paired), with the fastest read variant.
-        read_times = {label: [r.median_ms for r in self.rows if r.case == case.name
-                              and r.function == "read limit" and r.impl == label][-1]
-                      for label, _ in self.mem.read_variants()}
-        fastest = min(read_times, key=lambda k: read_times[k])
-        read_fn = dict(self.mem.read_variants())[fastest]
+        read_row, read_fn = min(reads, key=lambda rr: rr[0].median_ms)
         self.paired[case.name] = measure_paired(
             {"read limit": lambda: read_fn(x),
              "cross_entropy": lambda: ld.cross_entropy(x, t, **kw),
              "evaluate": lambda: ld.evaluate(x, t, bins=BINS, **kw)},
             max(15, 3 * rep), wu)
-        self.log(f"  [{case.name}] paired ({len(self.paired[case.name]['evaluate'])} rounds, "
-                 f"read = {fastest}): cross_entropy / read "
-                 f"{paired_ratio(self.paired[case.name], 'cross_entropy', 'read limit'):.2f}, "
-                 f"evaluate / cross_entropy "
-                 f"{paired_ratio(self.paired[case.name], 'evaluate', 'cross_entropy'):.2f}")
+        self.log(f"  paired, read = {read_row.impl}: "
+                 + format_paired({case.name: self.paired[case.name]}, False))
         other = monitor.value()
         self.other_load[case.name] = other
         if other is not None and other > DISTURBED:
