@@ -56,18 +56,21 @@ def to_backend(a, backend):
 
 
 def to_numpy(x):
-    """Backend array / Python scalar -> NumPy array or Python float (scalars stay scalars)."""
+    """Backend array / Python scalar -> NumPy array or Python scalar (scalars stay scalars: a 0-d
+    GPU array, which is what the GPU returns for a reduction, becomes a Python float or int)."""
     if x is None:
         return None
     if isinstance(x, (float, int, np.floating, np.integer)):
         return x
     if hasattr(x, "get") and not isinstance(x, (np.ndarray, dict)):
-        return x.get()
-    if hasattr(x, "__cuda_array_interface__"):
+        a = x.get()
+    elif hasattr(x, "__cuda_array_interface__"):
         import cupy
 
-        return cupy.asnumpy(x)
-    return np.asarray(x)
+        a = cupy.asnumpy(x)
+    else:
+        return np.asarray(x)
+    return a.item() if isinstance(a, np.ndarray) and a.ndim == 0 else a
 
 
 # ------------------------------------------------------------------------------------------------
@@ -106,9 +109,21 @@ def cast_logits(x64, dtype):
     return x, x.astype(np.float64)
 
 
+def reduced_value(got):
+    """The contract of a reduced result ("mean"/"sum" loss, accuracy): a Python float on the CPU,
+    a 0-d float64 CuPy array on the GPU (no host synchronisation). Returns it as a Python float."""
+    if hasattr(got, "__cuda_array_interface__"):
+        assert got.ndim == 0 and got.dtype == np.float64, (
+            f"a GPU reduction must be a 0-d float64 array, got shape {got.shape} {got.dtype}")
+        return float(got.get())
+    assert type(got) is float, f"reduced result must be a Python float, got {type(got)}"
+    return got
+
+
 def assert_reduced_close(got, ref, dtype, rtol=None, atol=0.0):
-    """A "mean"/"sum" loss: Python float, within the per-dtype relative tolerance (NaN == NaN)."""
-    got = to_numpy(got)
+    """A "mean"/"sum" loss (see reduced_value), within the per-dtype relative tolerance (NaN ==
+    NaN). `got` may also be an already converted Python float."""
+    got = reduced_value(got) if hasattr(got, "__cuda_array_interface__") else to_numpy(got)
     assert isinstance(got, float), f"reduced loss must be a Python float, got {type(got)}"
     r = tol(dtype)["reduced"] if rtol is None else rtol
     if np.isnan(ref):
@@ -300,7 +315,9 @@ def _close(got, ref, rtol, atol=0.0, what=""):
 
 
 def check_stats(st, ref, dtype, *, check_grad=True):
-    """Compare a BatchStats with a reference.ref_evaluate / ref_evaluate_binary dict."""
+    """Compare a BatchStats (a GPU one is copied to the host first) with a
+    reference.ref_evaluate / ref_evaluate_binary dict."""
+    st = st.get()
     dtype = np.dtype(dtype)
     t = tol(dtype)
     d = HIST_DELTA[dtype]

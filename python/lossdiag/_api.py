@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from . import _cpu
 from ._stats import BatchStats
 
@@ -29,9 +31,16 @@ def _on_gpu(x: Any) -> bool:
     return False
 
 
+def _host_scalar(x: Any) -> bool:
+    """A Python or NumPy scalar (or 0-d NumPy array): it has no device, so it goes with either."""
+    return isinstance(x, (int, float, np.generic)) or (isinstance(x, np.ndarray) and x.ndim == 0)
+
+
 def _backend(**arrays: Any):
-    """Return the backend module for these arrays; refuse mixed devices."""
-    on = {name: _on_gpu(a) for name, a in arrays.items() if a is not None}
+    """Return the backend module for these arrays; refuse mixed devices (a host scalar pos_weight
+    goes with either)."""
+    on = {name: _on_gpu(a) for name, a in arrays.items()
+          if a is not None and not (name == "pos_weight" and _host_scalar(a))}
     if not any(on.values()):
         return _cpu
     if not all(on.values()):

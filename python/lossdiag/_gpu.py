@@ -503,7 +503,8 @@ def accuracy(logits, target, *, axis=1, top_k=1, ignore_index=-100):
 class DeviceBatchStats(BatchStats):
     """`BatchStats` of a GPU call: arrays are CuPy arrays and scalars 0-d CuPy arrays (views of two
     small device slabs), so nothing was copied to the host. ``float(s.loss)`` or
-    ``s.confusion.get()`` fetch numbers; `Metrics.update` adds the slabs on the device."""
+    ``s.confusion.get()`` fetch single numbers, `get()` everything at once; `Metrics.update` adds
+    the slabs on the device."""
 
     @property
     def loss(self):
@@ -517,6 +518,19 @@ class DeviceBatchStats(BatchStats):
         k = 1 if 1 in ks else min(ks)
         return self._device.f[F_ACC + ks.index(k)]
 
+    def get(self) -> BatchStats:
+        """A host `BatchStats` with the same numbers: NumPy arrays, Python ints and floats (two
+        small slab copies, plus the per-sample arrays if any). A synchronisation point: a
+        deferred ValueError of an earlier call is raised here. ``grad`` stays on the GPU."""
+        synchronize()
+        d = self._device
+        sample = None
+        if self.sample_count is not None:
+            sample = {k: getattr(self, k).get() for k in BatchStats.new_sample_arrays(0, 0)}
+        return _batchstats(d.f.get(), d.i.get(), d.L, C=d.C, bins=d.bins, ks=d.ks,
+                           eps=self.label_smoothing, soft=self.soft, E=self.elements,
+                           grad=self.grad, sample=sample, binary=d.binary, host=True)
+
 
 class _Slabs:
     """The device result slabs behind a DeviceBatchStats (what Metrics accumulates)."""
@@ -528,24 +542,32 @@ class _Slabs:
             binary, C, bins
 
 
-def _batchstats(f, i, L, *, C, bins, ks, eps, soft, E, grad, sample, binary):
+def _batchstats(f, i, L, *, C, bins, ks, eps, soft, E, grad, sample, binary, host=False):
+    """BatchStats over the result slabs: device slabs give a DeviceBatchStats of views, host
+    slabs (host=True, from DeviceBatchStats.get) a plain BatchStats of Python scalars."""
+    fs = (lambda k: float(f[k])) if host else (lambda k: f[k])
+    is_ = (lambda k: int(i[k])) if host else (lambda k: i[k])
+
     def iv(name, n):
         o = L[name]
         return i[o:o + n]
 
     fields = dict(
-        num_classes=C, bins=bins, loss_sum=f[F_LOSS_SUM], weight_sum=f[F_WSUM], nll_sum=f[F_NLL],
-        smooth_sum=f[F_SMOOTH], label_smoothing=eps, soft=soft, count=i[I_COUNT],
-        ignored=i[I_IGNORED], nonfinite=i[I_NONFINITE], nonfinite_rows=i[I_NFROWS],
-        correct={k: i[I_CORRECT + j] for j, k in enumerate(ks)},
+        num_classes=C, bins=bins, loss_sum=fs(F_LOSS_SUM), weight_sum=fs(F_WSUM),
+        nll_sum=fs(F_NLL), smooth_sum=fs(F_SMOOTH), label_smoothing=eps, soft=soft,
+        count=is_(I_COUNT), ignored=is_(I_IGNORED), nonfinite=is_(I_NONFINITE),
+        nonfinite_rows=is_(I_NFROWS),
+        correct={k: is_(I_CORRECT + j) for j, k in enumerate(ks)},
         confusion=iv("i_confusion", C * C).reshape(C, C),
         class_loss_sum=f[L["f_class_loss"]:L["f_class_loss"] + C],
         class_count=iv("i_class_count", C), true_prob_hist=iv("i_true_hist", bins),
         conf_hist=iv("i_conf_hist", bins), conf_correct=iv("i_conf_correct", bins),
         conf_sum=f[L["f_conf_sum"]:L["f_conf_sum"] + bins], margin_hist=iv("i_margin_hist", bins),
-        true_prob_sum=f[F_TPS], below_inv_e=i[I_BELOW], entropy_sum=f[F_ENT], elements=E,
+        true_prob_sum=fs(F_TPS), below_inv_e=is_(I_BELOW), entropy_sum=fs(F_ENT), elements=E,
         binary=binary, prob_hist=iv("i_prob_hist", bins) if binary else None, grad=grad,
         **(sample or {}))
+    if host:
+        return BatchStats(**fields)
     st = DeviceBatchStats(**fields)
     st._device = _Slabs(f, i, L, ks, binary, C, bins)
     return st

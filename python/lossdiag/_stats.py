@@ -127,6 +127,11 @@ class BatchStats:
             entropy_sum=r["entropy_sum"], elements=E, grad=grad, binary=True, **arrays,
         )
 
+    def get(self) -> BatchStats:
+        """The statistics on the host: this object itself (a GPU call's `BatchStats` returns a
+        host copy), so ``lossdiag.evaluate(...).get()`` works on either backend."""
+        return self
+
     # -- derived --------------------------------------------------------------------------------
     @property
     def loss(self) -> float:

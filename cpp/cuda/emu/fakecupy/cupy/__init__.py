@@ -25,6 +25,12 @@ class _Device:
 
 
 class ndarray(_np.ndarray):
+    def __getitem__(self, key):
+        # CuPy gives a 0-d array, never a NumPy scalar, for a single element (as the GPU path's
+        # reductions return them)
+        r = super().__getitem__(key)
+        return r if isinstance(r, ndarray) else _np.asarray(r).view(ndarray)
+
     @property
     def data(self):
         return _Data(self)
@@ -65,6 +71,7 @@ def asnumpy(a):
 
 
 def zeros(*a, **k): return _w(_np.zeros(*a, **k))
+def full(*a, **k): return _w(_np.full(*a, **k))
 def empty(*a, **k): return _w(_np.empty(*a, **k))
 def zeros_like(*a, **k): return _w(_np.zeros_like(*a, **k))
 def ascontiguousarray(a, dtype=None): return _w(_np.ascontiguousarray(a, dtype=dtype))
