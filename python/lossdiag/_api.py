@@ -73,8 +73,9 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = 1, weight: Any = None
         weight: per-class weights, shape (C,).
         ignore_index: label value that is skipped (integer targets only).
         label_smoothing: in [0, 1].
-        reduction: "mean" and "sum" return a Python float; "none" an array shaped like the
-            target (float32, or float64 for float64 logits).
+        reduction: "mean" and "sum" return a Python float (a 0-d float64 CuPy array for GPU
+            inputs: no host synchronisation); "none" an array shaped like the target (float32,
+            or float64 for float64 logits).
         from_logits: False if the inputs are probabilities: they are divided by their sum
             over the class axis and clipped to [1e-7, 1 - 1e-7] as Keras does.
 
