@@ -172,6 +172,36 @@ def test_grad_out_and_default_none(backend):
         assert np.shares_memory(st.grad, out)
 
 
+def test_get_gives_host_statistics(backend):
+    """BatchStats.get(): a GPU BatchStats (CuPy fields, 0-d scalars) becomes a host one with the
+    same numbers, Python ints and floats and NumPy arrays; a CPU BatchStats is returned as is."""
+    x, y = make_case((3, 6, 5, 7), 1, seed=119, ignore_index=2)
+    st = ld.evaluate(to_backend(x, backend), to_backend(y, backend), ignore_index=2,
+                     top_k=(1, 3), per_sample=True, grad=True)
+    h = st.get()
+    if backend == "cpu":
+        assert h is st
+    assert type(h) is ld.BatchStats
+    for f in dataclasses.fields(h):
+        v, dv = getattr(h, f.name), getattr(st, f.name)
+        if f.name == "grad":
+            assert v is dv  # stays where it was computed
+        elif f.name == "correct":
+            assert v == {k: int(to_numpy(c)) for k, c in dv.items()}
+            assert all(type(c) is int for c in v.values())
+        elif f.name in ("count", "ignored", "nonfinite", "nonfinite_rows", "below_inv_e",
+                        "elements", "num_classes", "bins"):
+            assert type(v) is int and v == to_numpy(dv), f.name
+        elif f.name in ("loss_sum", "weight_sum", "nll_sum", "smooth_sum", "true_prob_sum",
+                        "entropy_sum", "label_smoothing"):
+            assert type(v) is float and bits_equal(v, to_numpy(dv)), f.name
+        elif isinstance(v, np.ndarray):
+            np.testing.assert_array_equal(v, to_numpy(dv), err_msg=f.name)
+    assert bits_equal(h.loss, to_numpy(st.loss)) and bits_equal(h.accuracy, to_numpy(st.accuracy))
+    ref = R.ref_evaluate(x, y, ignore_index=2, top_k=(1, 3), per_sample=True)
+    check_stats(h, ref, np.float64, check_grad=False)
+
+
 def test_batchstats_is_dataclass_with_numpy_arrays(backend):
     x, y = make_case((4, 5, 6), 1, seed=108)
     st = ev(backend, x, y, per_sample=True, grad=True)
