@@ -404,18 +404,20 @@ struct CE {
 
     // Pass 1: max (and argmax, rank of the true class, a non-finite detector).
     for (int j = 0; j < B; ++j) { ln.nf[j] = 0; ln.nn[j] = 0; }
-    // With STATS the exp pass finds the runner-up and the non-finite rows almost for free (see
-    // below). The argmax stays here: this pass waits on memory, the exp pass is compute-bound
-    // (moving it here took evaluate (8, 21, 512, 512) from ~17.7 to ~16.4 ms on 2 Zen 4 cores).
+    // With STATS the exp pass finds the non-finite rows almost for free (see below). The argmax
+    // and the runner-up logit are found here: this pass waits on memory, the exp pass is bound by
+    // the multiply-add units (the argmax here took evaluate (8, 21, 512, 512) from ~17.7 to
+    // ~16.4 ms on 2 Zen 4 cores; the runner-up in the exp pass, as an exp, left its 20
+    // accumulators short of registers, and the entropy sums went through the stack).
     static_assert(!STATS || ARGMAX, "the statistics need the argmax");
     constexpr bool NF = (TOPK || ARGMAX) && !STATS;
     {
       constexpr int K = B / VN;
-      VF m[K], fin[K], xy[K];
+      VF m[K], fin[K], xy[K], m2[K];
       VI am[K], gt[K], y[K];
 #pragma GCC unroll 8
       for (int k = 0; k < K; ++k) {
-        m[k] = VF{} - __builtin_inf(); fin[k] = VF{}; xy[k] = TOPK ? vload<VF>(ln.xy + k * VN) : VF{};
+        m[k] = VF{} - __builtin_inf(); m2[k] = m[k]; fin[k] = VF{}; xy[k] = TOPK ? vload<VF>(ln.xy + k * VN) : VF{};
         am[k] = VI{}; gt[k] = VI{}; y[k] = vload<VI>(ln.y + k * VN);
       }
       const P* col = src;
@@ -430,6 +432,7 @@ struct CE {
           if (TOPK) gt[k] -= (v > xy[k]) | ((v == xy[k]) & (cv < y[k]));  // masks are -1
           if (NF) fin[k] += v - v;  // NaN iff some logit is NaN or +-inf
           if (SELXY) xy[k] = cv == y[k] ? v : xy[k];
+          if (STATS) { const VF lo = v < m[k] ? v : m[k]; m2[k] = lo > m2[k] ? lo : m2[k]; }  // runner-up
           if (ARGMAX) { VI g = v > m[k]; am[k] = g ? cv : am[k]; m[k] = g ? v : m[k]; }
           else m[k] = v > m[k] ? v : m[k];
         }
@@ -439,6 +442,7 @@ struct CE {
         vstore(ln.m + k * VN, m[k]); vstore(ln.fin + k * VN, fin[k]);
         if (SELXY) vstore(ln.xy + k * VN, xy[k]);
         vstore(ln.am + k * VN, am[k]); vstore(ln.gt + k * VN, gt[k]);
+        if (STATS) vstore(ln.m2 + k * VN, m2[k]);
       }
     }
     if (NF)
@@ -455,13 +459,11 @@ struct CE {
       {
         constexpr int K = B / VN;
         VF m[K], sv[K], sm[K], sd[K], A[K], Bs[K];
-        VF e2[K];  // STATS: largest exp(x - max) apart from the first maximum
-        VI ties[K];
+        VI ties[K];  // !STATS (with STATS, a tie is a rare row: runner-up == max)
 #pragma GCC unroll 8
         for (int k = 0; k < K; ++k) {
           m[k] = vload<VF>(ln.m + k * VN);
-          sv[k] = VF{}; ties[k] = VI{}; sm[k] = VF{}; sd[k] = VF{}; A[k] = VF{}; Bs[k] = VF{};
-          e2[k] = VF{};
+          sv[k] = VF{}; ties[k] = VI{} + (STATS ? 1 : 0); sm[k] = VF{}; sd[k] = VF{}; A[k] = VF{}; Bs[k] = VF{};
         }
         const P* col = src;
         const bool pf = th.pf.base != 0;
@@ -472,9 +474,9 @@ struct CE {
           for (int k = 0; k < K; ++k) {
             const VF d = loadv(col + k * VN) - m[k];
             const VF e = vexp_neg(d);
-            // The first maximum's exact 1 is counted in `ties`, not summed; STATS: runner-up,
-            // exact when the maximum is unique.
-            sum_but_max(d, e, sv[k], ties[k], e2[k], STATS);
+            // The first maximum's exact 1 is counted in `ties`, not summed.
+            if (STATS) sum_nonzero_d(d, e, sv[k]);
+            else sum_but_max(d, e, sv[k], ties[k]);
             if (GRAD) vstore(th.ebuf + c * B + k * VN, e);
             if (SMOOTH && !SOFT) sm[k] += wc * (VF{} - d);
             if (SOFT) {
@@ -490,27 +492,27 @@ struct CE {
           vstore(ln.s + k * VN, sv[k]); vstore(ln.ties + k * VN, ties[k]); vstore(ln.sm + k * VN, sm[k]);
           vstore(ln.sd + k * VN, sd[k]); vstore(ln.A + k * VN, A[k]); vstore(ln.Bs + k * VN, Bs[k]);
           vstore(ln.dy + k * VN, vload<VF>(ln.xy + k * VN) - m[k]);  // x_y - max
-          if (STATS) vstore(ln.m2 + k * VN, e2[k]);
         }
-        // Rare rows: a tied maximum (the first one is the argmax, the runner-up equals the
-        // maximum) or a non-finite logit, which makes sum e*d NaN or infinite (NaN or +inf: d is
-        // NaN; -inf: 0 * -inf). Count the non-finite values and find the first maximum as the
-        // accuracy rule defines it.
-        VI rare = VI{};
+        // Rare rows: a tied maximum (runner-up == maximum: the sum above left out every exact 1;
+        // the first maximum is the argmax) or a non-finite logit, which makes sum e*d NaN or
+        // infinite (NaN or +inf: d is NaN; -inf: 0 * -inf). Count the ties and the non-finite
+        // values and find the first maximum as the accuracy rule defines it.
+        if (STATS) {
+          VI rare = VI{};
 #pragma GCC unroll 8
-        for (int k = 0; k < K; ++k) rare |= (ties[k] != 1) | ~(sd[k] - sd[k] == F(0));
-        if (STATS && vany(rare))
-          for (int j = 0; j < nb; ++j)
-            if (ln.ties[j] != 1 || !(ln.sd[j] - ln.sd[j] == F(0))) {
-              int32_t k = 0, q = 0; IS amj = 0; F mx = -__builtin_inf();
-              for (int64_t c = 0; c < C; ++c) {
-                F v = (F)src[c * cs + j];
-                k += !(v - v == F(0)); q += v != v;
-                if (v > mx) { mx = v; amj = (IS)c; }
+          for (int k = 0; k < K; ++k) rare |= (vload<VF>(ln.m2 + k * VN) == m[k]) | ~(sd[k] - sd[k] == F(0));
+          if (vany(rare))
+            for (int j = 0; j < nb; ++j)
+              if (ln.m2[j] == ln.m[j] || !(ln.sd[j] - ln.sd[j] == F(0))) {
+                int32_t k = 0, q = 0; IS amj = 0, nt = 0; F mx = -__builtin_inf();
+                for (int64_t c = 0; c < C; ++c) {
+                  F v = (F)src[c * cs + j];
+                  k += !(v - v == F(0)); q += v != v; nt += v - ln.m[j] == F(0);
+                  if (v > mx) { mx = v; amj = (IS)c; }
+                }
+                ln.nf[j] = k; ln.nn[j] = q; ln.am[j] = amj; ln.ties[j] = nt;
               }
-              ln.nf[j] = k; ln.nn[j] = q; ln.am[j] = amj;
-              if (ln.ties[j] > 1) ln.m2[j] = F(1);
-            }
+        }
       }
       for (int j = 0; j < B; ++j) {
         // log1p(sp) = log(u) - ((u - 1) - sp) / u, sharing 1/u with the softmax normaliser.
@@ -669,8 +671,7 @@ struct CE {
 
   // Per-element statistics, VN lanes at a time. Everything except the increments themselves is
   // computed on vectors, including the flat index of every increment, so the per-element loop
-  // (flush) is loads and adds only. Bins are computed in double, so a value on a bin edge lands
-  // where the float64 reference puts it. DEFER: indices go to the pending buffers (per-thread
+  // (flush) is loads and adds only. DEFER: indices go to the pending buffers (per-thread
   // confusion, no per-sample statistics); JN: joint true-probability x margin histogram.
   // Not inlined: four variants per kernel, called once per block.
   // Also counts the block (counted elements, non-finite values and rows) into sa.r and returns
@@ -681,18 +682,14 @@ struct CE {
     using v32 = std::conditional_t<sizeof(F) == 4, vi, vi_h>;  // int32 x VN
     auto c32 = [](VI v) { if constexpr (sizeof(IS) == 4) return v; else return __builtin_convertvector(v, v32); };
     auto ci = [](v32 v) { if constexpr (sizeof(IS) == 4) return (VI)v; else return __builtin_convertvector(v, VI); };
-    auto join = [](const vd* t) {
-      if constexpr (NH == 1) return __builtin_convertvector(t[0], v32);
-      else return (v32)cvtt_join(t[0], t[1]);
-    };
     const int bins = a.bins;
     const int32_t nbin = kSub * bins, Ci = (int32_t)C;
     const bool cm_fast = DEFER || !th.conf_atomic;  // then csub * C * C < 2^31 (see run())
     const int32_t CC = cm_fast ? (int32_t)(C * C) : 0;
-    const vd fb = vd{} + (double)bins, hi = fb - 1.0, half = fb * 0.5;
-    auto clampb = [&](vd t) {  // (int)(t) clamped to [0, bins - 1], as bin_of(); NaN -> 0
-      t = t > 0.0 ? t : vd{};
-      return t < hi ? t : hi;
+    const VF fb = VF{} + (F)bins, hi = fb - F(1), half = fb * F(0.5);
+    auto bin = [&](VF t) {  // (int)(t) clamped to [0, bins - 1], as bin_of(); NaN -> 0
+      t = t > F(0) ? t : VF{};
+      return __builtin_convertvector(t < hi ? t : hi, v32);
     };
     // Flat indices: into the slab's integers (base class_count), its doubles (base class_loss),
     // the thread's confusion, or (PACK, DEFER) the packed counters; rows left out of the
@@ -720,7 +717,11 @@ struct CE {
       const VF ptf = vexp_neg(vload<VF>(ln.dy + o)) * inv;
       const VI yI = vload<VI>(ln.y + o), pI = vload<VI>(ln.am + o);
       const VI okI = yI == pI;
-      const VF qf = okI ? vload<VF>(ln.m2 + o) * inv : inv;  // largest probability of the others
+      // Largest probability of the other classes: the runner-up's when the prediction is right
+      // (none when C == 1).
+      const VF m2 = vload<VF>(ln.m2 + o);
+      const VF e2 = m2 > -__builtin_inf() ? vexp_neg(m2 - vload<VF>(ln.m + o)) : VF{};
+      const VF qf = okI ? e2 * inv : inv;
       const VF entf = vload<VF>(ln.l1p + o) - vload<VF>(ln.sd + o) * inv;
       const VI inI = (laneI < (IS)nb) & (vload<VI>(ln.valid + o) != 0) &
                      (ci(vload<v32>(ln.nf + o)) == 0);
@@ -732,12 +733,10 @@ struct CE {
         n_cnt -= val; n_nfv += nf; n_nfr -= nf != 0;
         n_hit -= val & (vload<v32>(ln.nn + o) == 0) & ok;  // NaN never wins; +-inf compare as usual
       }
-      vd cb[NH], tb[NH], mb[NH];
 #pragma GCC unroll 4
       for (int h = 0; h < NH; ++h) {
-        const vd pm = to_d(inv, h), pt = to_d(ptf, h), mg = pt - to_d(qf, h);  // margin
+        const vd pm = to_d(inv, h), pt = to_d(ptf, h);
         const vl inl = to_d(inF, h) != 0.0;
-        cb[h] = clampb(pm * fb); tb[h] = clampb(pt * fb); mb[h] = clampb((mg + 1.0) * half);
         tp_s += inl ? pt : vd{};
         en_s += inl ? to_d(entf, h) : vd{};
         bl_s -= inl & (pt < 0.36787944117144233);  // true-class probability below 1/e
@@ -754,7 +753,9 @@ struct CE {
           vstore(th.p_loss + e, vload<vd>(ln.loss + o + h * DN));
         }
       }
-      const v32 cbin = join(cb), tbin = join(tb), mbin = join(mb);
+      // Bins in the compute type: the probabilities are only that precise (an element within
+      // an ulp of a bin edge may land on either side, as against the float64 reference anyway).
+      const v32 cbin = bin(inv * fb), tbin = bin(ptf * fb), mbin = bin((ptf - qf + F(1)) * half);
       const v32 sub = lane & (kSub - 1), sb = sub * bins;
       if (JN) {
         vstore(it + o, in ? jbase + (sb + tbin) * bins + mbin : trash_i);

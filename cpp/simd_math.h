@@ -181,19 +181,26 @@ LD_INLINE vd vexp_neg(vd x) {
   for (double k : c) p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(k));
   return (vd)_mm512_scalef_pd(p, n);
 }
-// sv += e and e2 = max(e2, e) where d != 0; ties += 1 where d == 0 (NaN: d != 0). Masked
-// operations: three instructions instead of five.
-LD_INLINE void sum_but_max(vf d, vf e, vf& sv, vi& ties, vf& e2, bool runner_up) {
+// sv += e where d != 0; ties += 1 where d == 0 (NaN: d != 0). Masked operations: two
+// instructions instead of four.
+LD_INLINE void sum_but_max(vf d, vf e, vf& sv, vi& ties) {
   const __mmask16 z = _mm512_cmp_ps_mask((__m512)d, _mm512_setzero_ps(), _CMP_EQ_OQ);
   sv = (vf)_mm512_mask_add_ps((__m512)sv, (__mmask16)~z, (__m512)sv, (__m512)e);
   ties = (vi)_mm512_mask_sub_epi32((__m512i)ties, z, (__m512i)ties, _mm512_set1_epi32(-1));
-  if (runner_up) e2 = (vf)_mm512_mask_max_ps((__m512)e2, (__mmask16)~z, (__m512)e, (__m512)e2);
 }
-LD_INLINE void sum_but_max(vd d, vd e, vd& sv, vl& ties, vd& e2, bool runner_up) {
+LD_INLINE void sum_but_max(vd d, vd e, vd& sv, vl& ties) {
   const __mmask8 z = _mm512_cmp_pd_mask((__m512d)d, _mm512_setzero_pd(), _CMP_EQ_OQ);
   sv = (vd)_mm512_mask_add_pd((__m512d)sv, (__mmask8)~z, (__m512d)sv, (__m512d)e);
   ties = (vl)_mm512_mask_sub_epi64((__m512i)ties, z, (__m512i)ties, _mm512_set1_epi64(-1));
-  if (runner_up) e2 = (vd)_mm512_mask_max_pd((__m512d)e2, (__mmask8)~z, (__m512d)e, (__m512d)e2);
+}
+// sv += e where d != 0 (ties counted elsewhere).
+LD_INLINE void sum_nonzero_d(vf d, vf e, vf& sv) {
+  const __mmask16 nz = _mm512_cmp_ps_mask((__m512)d, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+  sv = (vf)_mm512_mask_add_ps((__m512)sv, nz, (__m512)sv, (__m512)e);
+}
+LD_INLINE void sum_nonzero_d(vd d, vd e, vd& sv) {
+  const __mmask8 nz = _mm512_cmp_pd_mask((__m512d)d, _mm512_setzero_pd(), _CMP_NEQ_UQ);
+  sv = (vd)_mm512_mask_add_pd((__m512d)sv, nz, (__m512d)sv, (__m512d)e);
 }
 #else
 // Portable: same algorithm and constants as the scalar ld_exp_neg.
@@ -237,12 +244,14 @@ LD_INLINE vd vexp_neg(vd x) {
   return x < lo ? vd{} : res;
 }
 
-template <class V, class I> LD_INLINE void sum_but_max(V d, V e, V& sv, I& ties, V& e2, bool runner_up) {
+template <class V, class I> LD_INLINE void sum_but_max(V d, V e, V& sv, I& ties) {
   const I z = d == 0;
-  const V eo = (V)((I)e & ~z);
-  sv += eo;
+  sv += (V)((I)e & ~z);
   ties -= z;  // masks are -1
-  if (runner_up) e2 = eo > e2 ? eo : e2;
+}
+template <class V> LD_INLINE void sum_nonzero_d(V d, V e, V& sv) {
+  using I = decltype(d == 0);
+  sv += (V)((I)e & ~(d == 0));
 }
 #endif
 
