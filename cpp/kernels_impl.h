@@ -39,6 +39,25 @@ template <class L, class IS>
 LD_INLINE void labels_block_t(const void* base, int64_t e0, int nb, int64_t ignore, int64_t C,
                               IS* y, IS* valid, int64_t& ign, bool& anybad) {
   const L* p = (const L*)base + e0;
+  // Labels that fit int32 (8/16-bit, int32): int32 arithmetic, twice the lanes per vector of
+  // the int64 form below (uint8 masks: ~3 % of cross_entropy NCHW). An ignore_index outside
+  // int32 cannot match an 8/16-bit label: INT32_MIN stands in for it.
+  constexpr bool NARROW = sizeof(L) <= 2 || (sizeof(L) == 4 && (L)(-1) < (L)0);
+  const bool ig_fits = ignore >= INT32_MIN && ignore <= INT32_MAX;
+  if (NARROW && (ig_fits || sizeof(L) <= 2) && C <= INT32_MAX) {
+    const int32_t ig32 = ig_fits ? (int32_t)ignore : INT32_MIN, C32 = (int32_t)C;
+    int32_t ig = 0, bad = 0;
+    for (int j = 0; j < nb; ++j) {
+      const int32_t v = (int32_t)p[j];
+      const int32_t isig = v == ig32;
+      const int32_t b = (1 - isig) & ((v < 0) | (v >= C32));
+      const int32_t ok = (1 - isig) & (1 - b);
+      ig += isig; bad |= b;
+      valid[j] = (IS)ok; y[j] = (IS)(v & -ok);
+    }
+    ign += ig; anybad |= bad != 0;
+    return;
+  }
   int64_t ig = 0, bad = 0;
   for (int j = 0; j < nb; ++j) {
     const int64_t v = (int64_t)p[j];

@@ -80,6 +80,11 @@ def test_uint_labels_never_match_negative_ignore_index():
         ld.cross_entropy(X, np.array([0, 1, 156, 2], np.uint8))
     with raises("target"):
         ld.cross_entropy(X, np.array([0, 1, 2**64 - 100, 2], np.uint64))
+    # an ignore_index beyond int32 never turns an out-of-range int32 label into an ignored one
+    with raises("target"):
+        ld.cross_entropy(X, np.array([0, 1, -(2**31), 2], np.int32), ignore_index=-(2**40))
+    with raises("target"):
+        ld.cross_entropy(X, np.array([0, 1, -100, 2], np.int8), ignore_index=-(2**40))
     # but a real ignore_index is fine: 255 in a uint8 mask
     y = np.array([0, 255, 2, 1], np.uint8)
     assert_reduced_close(ld.cross_entropy(X, y, ignore_index=255),

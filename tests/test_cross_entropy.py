@@ -102,6 +102,31 @@ def test_label_dtypes_and_ignore_index(backend, label_dtype, ignore_index):
         check_loss(got, ref, np.float64, red)
 
 
+@pytest.mark.parametrize("label_dtype", LABEL_DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("ignore_index", [-(2**40), -(2**31) - 1, 2**31, 2**40])
+def test_ignore_index_beyond_int32(backend, label_dtype, ignore_index):
+    """The CPU kernel compares 8/16-bit and int32 labels in int32: an ignore_index outside the
+    int32 range must still ignore exactly the labels equal to it (none, unless the label dtype
+    can hold it), in the loss and in evaluate's counts."""
+    info = np.iinfo(label_dtype)
+    x, _ = make_case((4, 21, 3, 5), 1, seed=41)
+    r = np.random.default_rng(42)
+    y = r.integers(0, 21, size=(4, 3, 5))
+    n_ign = 0
+    if info.min <= ignore_index <= info.max:
+        ign = r.random(y.shape) < 0.3
+        y = np.where(ign, ignore_index, y)
+        n_ign = int(ign.sum())
+    y = y.astype(label_dtype)
+    for red in ("mean", "sum"):
+        got = ce(backend, x, y, ignore_index=ignore_index, reduction=red)
+        ref, _ = R.ref_cross_entropy(x, y, ignore_index=ignore_index, reduction=red)
+        check_loss(got, ref, np.float64, red)
+    if backend == "cpu":
+        st = ld.evaluate(x, y, ignore_index=ignore_index)
+        assert st.ignored == n_ign and st.count == y.size - n_ign
+
+
 def test_uint8_mask_255_ignored_with_150_classes(backend):
     x, _ = make_case((2, 150, 6, 7), 1, seed=6)
     r = np.random.default_rng(7)
