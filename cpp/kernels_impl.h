@@ -313,6 +313,9 @@ struct CE {
     // run of increments is about twice as fast as 64 of them between the vector passes. `pi`
     // holds kCap indices per stream (true/joint bin, confidence, margin, class loss, confusion,
     // confidence sum), at fixed offsets so that the flush loop runs on one induction variable.
+    // The common case (float logits, packed confidence counters, joint histogram) stores two
+    // int64 streams of index pairs instead: 8 loads per element in the flush instead of 10 (it
+    // is bound by the load ports; evaluate (8, 21, 512, 512) NCHW, 1 thread: ~4 % faster).
     int32_t* pi; double* p_loss;
     int64_t* p_pk; double* p_inv;  // packed confidence counter (PACK) or the confidence itself
     int64_t* pack;                 // packed confidence counters of the pending run (PACK)
@@ -653,11 +656,15 @@ struct CE {
     if constexpr (PACK) {
       int64_t* pa = th.pack;
       const int64_t* pk = th.p_pk;
-      if (jn)
+      if (jn) {
+        const uint64_t* qa = (const uint64_t*)pi;
+        const uint64_t* qb = (const uint64_t*)(pi + 2 * kCap);
         for (int j = 0; j < n; ++j) {
-          fs[pi[3 * kCap + j]] += ploss[j];
-          hs[pi[j]]++; pa[pi[kCap + j]] += pk[j]; cm[pi[4 * kCap + j]]++;
+          const uint64_t A = qa[j], Q = qb[j];
+          fs[(uint32_t)Q] += ploss[j];
+          hs[(uint32_t)A]++; pa[A >> 32] += pk[j]; cm[Q >> 32]++;
         }
+      }
       else
         for (int j = 0; j < n; ++j) {
           fs[pi[3 * kCap + j]] += ploss[j];
@@ -717,6 +724,8 @@ struct CE {
     const v32 jbase = v32{} + (int32_t)(C + 6 * nbin + 1);
     const v32 trash_cm = v32{} + (cm_fast ? th.csub * CC : 0);
     alignas(64) int32_t l_t[B], l_c[B], l_m[B], l_l[B], l_f[B], l_cm[B], l_in[B];
+    v32 zlo, zhi;  // interleave two index vectors
+    for (int q = 0; q < VN; ++q) { zlo[q] = (q & 1) * VN + q / 2; zhi[q] = (q & 1) * VN + VN / 2 + q / 2; }
     int32_t* const pb = th.pi + th.pn;
     int32_t* const it = DEFER ? pb : l_t;
     int32_t* const ic = DEFER ? pb + kCap : l_c;
@@ -776,6 +785,20 @@ struct CE {
       // an ulp of a bin edge may land on either side, as against the float64 reference anyway).
       const v32 cbin = bin(inv * fb), tbin = bin(ptf * fb), mbin = bin((ptf - qf + F(1)) * half);
       const v32 sub = lane & (kSub - 1), sb = sub * bins;
+      constexpr bool PAIR = DEFER && PACK && JN;
+      if (PAIR) {
+        // (joint, confidence) and (class loss, confusion) index pairs, one int64 load each in
+        // flush().
+        const v32 vt = in ? jbase + (sb + tbin) * bins + mbin : trash_i;
+        const v32 vc = in ? 2 * (sb + cbin) - ok : v32{} + 2 * nbin;
+        const v32 vl_ = in ? sub * Ci + y : trash_f;
+        const v32 vcm = in ? (lane & (th.csub - 1)) * CC + y * Ci + p : trash_cm;
+        int32_t* const qa = th.pi + 2 * (th.pn + o);
+        int32_t* const qb = th.pi + 2 * kCap + 2 * (th.pn + o);
+        vstore(qa, __builtin_shuffle(vt, vc, zlo)); vstore(qa + VN, __builtin_shuffle(vt, vc, zhi));
+        vstore(qb, __builtin_shuffle(vl_, vcm, zlo)); vstore(qb + VN, __builtin_shuffle(vl_, vcm, zhi));
+        continue;
+      }
       if (JN) {
         vstore(it + o, in ? jbase + (sb + tbin) * bins + mbin : trash_i);
       } else {
