@@ -271,35 +271,23 @@ template <class V> LD_INLINE bool vany(V m) {
 }
 template <class V> LD_INLINE void vstore(void* p, V v) { __builtin_memcpy(p, &v, sizeof(V)); }
 
-// Half h (0: low lanes, 1: high lanes) of a float vector widened to doubles, and two double
-// vectors truncated to int32 and joined (a's lanes first). GCC 12 lowers __builtin_convertvector
-// between these widths into extract/convert/insert sequences, three times the instructions.
+// Half h (0: low lanes, 1: high lanes) of a float vector widened to doubles. GCC 12 lowers
+// __builtin_convertvector between these widths into extract/convert/insert sequences, three
+// times the instructions.
 #if LD_VW == 64 && defined(__AVX512F__)
 LD_INLINE vd cvt_half(vf v, int h) {
   const __m256 x = h ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd((__m512)v), 1))
                      : _mm512_castps512_ps256((__m512)v);
   return (vd)_mm512_cvtps_pd(x);
 }
-LD_INLINE vi cvtt_join(vd a, vd b) {
-  return (vi)_mm512_inserti64x4(_mm512_castsi256_si512(_mm512_cvttpd_epi32((__m512d)a)),
-                                _mm512_cvttpd_epi32((__m512d)b), 1);
-}
 #elif LD_VW == 32 && defined(__AVX__)
 LD_INLINE vd cvt_half(vf v, int h) {
   return (vd)_mm256_cvtps_pd(h ? _mm256_extractf128_ps((__m256)v, 1) : _mm256_castps256_ps128((__m256)v));
-}
-LD_INLINE vi cvtt_join(vd a, vd b) {
-  return (vi)_mm256_set_m128i(_mm256_cvttpd_epi32((__m256d)b), _mm256_cvttpd_epi32((__m256d)a));
 }
 #else
 LD_INLINE vd cvt_half(vf v, int h) {
   vd r;
   for (int i = 0; i < LD_VW / 8; ++i) r[i] = (double)v[h * (LD_VW / 8) + i];
-  return r;
-}
-LD_INLINE vi cvtt_join(vd a, vd b) {
-  vi r;
-  for (int i = 0; i < LD_VW / 8; ++i) { r[i] = (int32_t)a[i]; r[LD_VW / 8 + i] = (int32_t)b[i]; }
   return r;
 }
 #endif
