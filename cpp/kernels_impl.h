@@ -785,34 +785,28 @@ struct CE {
       // an ulp of a bin edge may land on either side, as against the float64 reference anyway).
       const v32 cbin = bin(inv * fb), tbin = bin(ptf * fb), mbin = bin((ptf - qf + F(1)) * half);
       const v32 sub = lane & (kSub - 1), sb = sub * bins;
-      constexpr bool PAIR = DEFER && PACK && JN;
-      if (PAIR) {
+      // Flat indices: joint (JN) or true-probability histogram, confidence (packed when DEFER and
+      // PACK: correct/incorrect in the low bit), class loss, confusion.
+      const v32 vt = in ? (JN ? jbase + (sb + tbin) * bins + mbin : Ci + sb + tbin) : trash_i;
+      const v32 vc = DEFER && PACK ? (in ? 2 * (sb + cbin) - ok : v32{} + 2 * nbin)  // ok: -1
+                                   : (in ? Ci + nbin + 2 * (sb + cbin) - ok : trash_i);
+      const v32 vl_ = in ? sub * Ci + y : trash_f;
+      const v32 vcm = in ? (lane & (th.csub - 1)) * CC + y * Ci + p : trash_cm;
+      if constexpr (DEFER && PACK && JN) {
         // (joint, confidence) and (class loss, confusion) index pairs, one int64 load each in
         // flush().
-        const v32 vt = in ? jbase + (sb + tbin) * bins + mbin : trash_i;
-        const v32 vc = in ? 2 * (sb + cbin) - ok : v32{} + 2 * nbin;
-        const v32 vl_ = in ? sub * Ci + y : trash_f;
-        const v32 vcm = in ? (lane & (th.csub - 1)) * CC + y * Ci + p : trash_cm;
         int32_t* const qa = th.pi + 2 * (th.pn + o);
         int32_t* const qb = th.pi + 2 * kCap + 2 * (th.pn + o);
         vstore(qa, __builtin_shuffle(vt, vc, zlo)); vstore(qa + VN, __builtin_shuffle(vt, vc, zhi));
         vstore(qb, __builtin_shuffle(vl_, vcm, zlo)); vstore(qb + VN, __builtin_shuffle(vl_, vcm, zhi));
         continue;
       }
-      if (JN) {
-        vstore(it + o, in ? jbase + (sb + tbin) * bins + mbin : trash_i);
-      } else {
-        vstore(it + o, in ? Ci + sb + tbin : trash_i);
-        vstore(im + o, in ? Ci + 4 * nbin + sb + mbin : trash_i);
-      }
-      if (DEFER && PACK) {
-        vstore(ic + o, in ? 2 * (sb + cbin) - ok : v32{} + 2 * nbin);  // ok is -1 when correct
-      } else {
-        vstore(ic + o, in ? Ci + nbin + 2 * (sb + cbin) - ok : trash_i);
-        vstore(iff + o, in ? (int32_t)(kSub * C) + sb + cbin : trash_f);
-      }
-      vstore(il + o, in ? sub * Ci + y : trash_f);
-      if (cm_fast) vstore(icm + o, in ? (lane & (th.csub - 1)) * CC + y * Ci + p : trash_cm);
+      vstore(it + o, vt);
+      if (!JN) vstore(im + o, in ? Ci + 4 * nbin + sb + mbin : trash_i);
+      vstore(ic + o, vc);
+      if (!(DEFER && PACK)) vstore(iff + o, in ? (int32_t)(kSub * C) + sb + cbin : trash_f);
+      vstore(il + o, vl_);
+      if (cm_fast) vstore(icm + o, vcm);
       if (!DEFER) vstore(l_in + o, in);
     }
     vstore(acc.tp, vload<vd>(acc.tp) + tp_s);
