@@ -28,7 +28,8 @@ LD_INLINE double fbits(uint64_t u) { double x; __builtin_memcpy(&x, &u, 8); retu
 // exactly 1). Its truncation error is 2e-9, far below float rounding; simulated in float over
 // [-87, 0] the whole function is within 1.05 ulp of exp, as the Cephes degree-7 form it replaced
 // (1.01 ulp), with one multiply-add fewer: the exp pass is bound by the multiply-add units.
-// Coefficients, highest degree first; every float exp below (scalar, portable, AVX-512) uses them.
+// Coefficients, highest degree first; the scalar and portable float exps use them (the AVX-512
+// one uses a table, below).
 constexpr float kExpPolyF[7] = {1.3843653724e-3f, 8.3741554990e-3f, 4.1668001562e-2f,
                                 1.6666431725e-1f, 4.9999994040e-1f, 1.0f, 1.0f};
 LD_INLINE float ld_exp_neg(float x) {
@@ -154,17 +155,33 @@ LD_INLINE vf vfma(vf a, vf b, vf c) { return LD_VFMA_PS(a, b, c); }
 LD_INLINE vd vfma(vd a, vd b, vd c) { return LD_VFMA_PD(a, b, c); }
 
 #if LD_VW == 64 && defined(__AVX512F__)
-// AVX-512: round with vrndscale and scale with vscalef (which underflows to exactly 0 for very
-// negative inputs), six instructions fewer than the portable version below.
+// AVX-512: exp(x) = 2^k * 2^(j/16) * exp(r), n = k + j/16 = x/ln2 rounded to a multiple of 1/16
+// (vrndscale), |r| <= ln2/32. The 16 powers 2^(j/16) sit in one register (vpermps), so a
+// degree-3 polynomial suffices and the exp pass, bound by the multiply-add pipes, does 7 of them
+// per vector instead of 9 (10 % faster in a compute-bound loop on Zen 4). vscalef applies 2^k
+// (floor(n)) and underflows to exactly 0 for very negative inputs. Within 1.0 ulp of exp over
+// [-104, 0] (checked exhaustively; the polynomial above: 1.05 ulp); exp(0) is exactly 1.
+constexpr float kExp2Sixteenths[16] = {
+    1.000000000e+00f, 1.044273734e+00f, 1.090507746e+00f, 1.138788581e+00f,
+    1.189207077e+00f, 1.241857767e+00f, 1.296839595e+00f, 1.354255557e+00f,
+    1.414213538e+00f, 1.476826191e+00f, 1.542210817e+00f, 1.610490322e+00f,
+    1.681792855e+00f, 1.756252170e+00f, 1.834008098e+00f, 1.915206552e+00f};
 LD_INLINE vf vexp_neg(vf x) {
   __m512 xv = _mm512_max_ps(_mm512_set1_ps(-104.0f), (__m512)x);  // NaN is kept (2nd operand)
   __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xv, _mm512_set1_ps(1.44269504088896341f)),
-                                  _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+                                  (4 << 4) | _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  // Cody-Waite: 16 n * 355 < 2^24, so n * ln2_hi is exact.
   __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), xv);
   r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
-  __m512 p = _mm512_set1_ps(kExpPolyF[0]);
-  for (int i = 1; i < 7; ++i) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(kExpPolyF[i]));
-  return (vf)_mm512_scalef_ps(p, n);
+  // n + 1.5 * 2^19 is exact and holds 16 n mod 16 = j in its four lowest bits (vpermps' index).
+  const __m512i j = _mm512_castps_si512(_mm512_add_ps(n, _mm512_set1_ps(786432.0f)));
+  const __m512 T = _mm512_permutexvar_ps(j, _mm512_loadu_ps(kExp2Sixteenths));
+  // exp(r) - 1 = r (1 + r (c2 + c3 r)), minimax for relative error on |r| <= 1.02 ln2/32
+  // (1.7e-9); T + T (exp(r) - 1) rounds once.
+  __m512 q = _mm512_fmadd_ps(_mm512_set1_ps(0.16666722f), r, _mm512_set1_ps(0.5000168f));
+  q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f));
+  q = _mm512_mul_ps(q, r);
+  return (vf)_mm512_scalef_ps(_mm512_fmadd_ps(T, q, T), n);
 }
 LD_INLINE vd vexp_neg(vd x) {
   __m512d xv = _mm512_max_pd(_mm512_set1_pd(-746.0), (__m512d)x);

@@ -85,3 +85,30 @@ def test_landscape_at_level(simd):
     np.testing.assert_allclose(land.loss, np.mean(np.logaddexp(0.0, z) - y * z, axis=-1),
                                rtol=1e-12, atol=0)
     np.testing.assert_array_equal(land.accuracy, np.mean((z > 0) == (y >= 0.5), axis=-1))
+
+
+@pytest.mark.parametrize("dtype,rtol", [(np.float32, 4 * 2.0**-23), (np.float64, 8 * 2.0**-52)],
+                         ids=["float32", "float64"])
+@pytest.mark.parametrize("layout", ["rows", "nchw"])
+def test_softmax_relative_accuracy_at_level(simd, dtype, rtol, layout):
+    """Every probability, down to the smallest normal, to a few ulps (each level has its own exp).
+
+    Two classes, logits (0, d) with d swept over the whole range where exp(d) is a normal number
+    of ``dtype``, label 0: the gradient of the summed loss at class 1 is the softmax probability
+    exp(d) / (1 + exp(d)) itself, so an exp that is off by a few ulps anywhere shows here."""
+    lo = -87.0 if dtype == np.float32 else -700.0
+    r = np.random.default_rng(113)
+    d = np.concatenate([np.linspace(lo, 0.0, 40001), r.uniform(lo, 0.0, 20000),
+                        -r.exponential(1.0, 5000)]).astype(dtype)
+    x = np.stack([np.zeros_like(d), d], axis=1)
+    if layout == "nchw":
+        x = np.ascontiguousarray(x.T.reshape(1, 2, 1, -1))
+        t = np.zeros((1, 1, d.size), np.int64)
+    else:
+        t = np.zeros(d.size, np.int64)
+    _, g = ld.cross_entropy_grad(x, t, reduction="sum")
+    p = np.asarray(g).reshape(-1, d.size)[1] if layout == "nchw" else np.asarray(g)[:, 1]
+    d64 = d.astype(np.float64)
+    want = np.exp(d64) / (1.0 + np.exp(d64))
+    tiny = np.finfo(dtype).tiny
+    np.testing.assert_allclose(p[want > tiny], want[want > tiny], rtol=rtol, atol=0)
