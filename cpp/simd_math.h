@@ -159,8 +159,9 @@ LD_INLINE vd vfma(vd a, vd b, vd c) { return LD_VFMA_PD(a, b, c); }
 // (vrndscale), |r| <= ln2/32. The 16 powers 2^(j/16) sit in one register (vpermps), so a
 // degree-3 polynomial suffices and the exp pass, bound by the multiply-add pipes, does 7 of them
 // per vector instead of 9 (10 % faster in a compute-bound loop on Zen 4). vscalef applies 2^k
-// (floor(n)) and underflows to exactly 0 for very negative inputs. Within 1.0 ulp of exp over
-// [-104, 0] (checked exhaustively; the polynomial above: 1.05 ulp); exp(0) is exactly 1.
+// (floor(n)) and underflows to exactly 0 for very negative inputs. Within 1.0 ulp of exp for
+// every float in [-104, 0] whose exp is a normal float (checked exhaustively; the polynomial
+// above: 1.05 ulp); exp(0) is exactly 1.
 constexpr float kExp2Sixteenths[16] = {
     1.000000000e+00f, 1.044273734e+00f, 1.090507746e+00f, 1.138788581e+00f,
     1.189207077e+00f, 1.241857767e+00f, 1.296839595e+00f, 1.354255557e+00f,

@@ -91,7 +91,7 @@ def test_landscape_at_level(simd):
                          ids=["float32", "float64"])
 @pytest.mark.parametrize("layout", ["rows", "nchw"])
 def test_softmax_relative_accuracy_at_level(simd, dtype, rtol, layout):
-    """Every probability, down to the smallest normal, to a few ulps (each level has its own exp).
+    """Every probability, down to the smallest normal, to a few ulps (AVX-512 has its own exp).
 
     Two classes, logits (0, d) with d swept over the whole range where exp(d) is a normal number
     of ``dtype``, label 0: the gradient of the summed loss at class 1 is the softmax probability
