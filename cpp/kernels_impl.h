@@ -427,10 +427,11 @@ struct CE {
     // Pass 1: max (and argmax, rank of the true class, a non-finite detector).
     for (int j = 0; j < B; ++j) { ln.nf[j] = 0; ln.nn[j] = 0; }
     // With STATS the exp pass finds the non-finite rows almost for free (see below). The argmax
-    // and the runner-up logit are found here: this pass waits on memory, the exp pass is bound by
-    // the multiply-add units (the argmax here took evaluate (8, 21, 512, 512) from ~17.7 to
-    // ~16.4 ms on 2 Zen 4 cores; the runner-up in the exp pass, as an exp, left its 20
-    // accumulators short of registers, and the entropy sums went through the stack).
+    // and the runner-up logit are found here: this pass partly waits on memory (the class rows
+    // share cache sets), the exp pass is bound by the multiply-add units (the argmax here took
+    // evaluate (8, 21, 512, 512) from ~17.7 to ~16.4 ms on 2 Zen 4 cores; the runner-up in the
+    // exp pass, as an exp, left its 20 accumulators short of registers, and the entropy sums
+    // went through the stack; the argmax as a masked store there measured slower, 13.1 vs 12.8).
     static_assert(!STATS || ARGMAX, "the statistics need the argmax");
     constexpr bool NF = (TOPK || ARGMAX) && !STATS;
     {
