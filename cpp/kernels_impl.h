@@ -743,14 +743,15 @@ struct CE {
       v32 lane; VI laneI;
       for (int q = 0; q < VN; ++q) { lane[q] = o + q; laneI[q] = o + q; }
       const VF inv = vload<VF>(ln.inv + o);
-      const VF ptf = vexp_neg(vload<VF>(ln.dy + o)) * inv;
       const VI yI = vload<VI>(ln.y + o), pI = vload<VI>(ln.am + o);
       const VI okI = yI == pI;
-      // Largest probability of the other classes: the runner-up's when the prediction is right
-      // (none when C == 1).
+      // The true class's probability ptf and the largest of the other classes' qf, with one exp:
+      // a right prediction has x_y = max (so exp(dy) = 1, ptf = 1/u) and qf is the runner-up's
+      // (none when C == 1); a wrong one has the max among the others (qf = 1/u).
       const VF m2 = vload<VF>(ln.m2 + o);
-      const VF e2 = m2 > -__builtin_inf() ? vexp_neg(m2 - vload<VF>(ln.m + o)) : VF{};
-      const VF qf = okI ? e2 * inv : inv;
+      const VF ex = vexp_neg(okI ? m2 - vload<VF>(ln.m + o) : vload<VF>(ln.dy + o)) * inv;
+      const VF ptf = okI ? inv : ex;
+      const VF qf = okI ? (m2 > -__builtin_inf() ? ex : VF{}) : inv;
       const VF entf = vload<VF>(ln.l1p + o) - vload<VF>(ln.sd + o) * inv;
       const VI inI = (laneI < (IS)nb) & (vload<VI>(ln.valid + o) != 0) &
                      (ci(vload<v32>(ln.nf + o)) == 0);

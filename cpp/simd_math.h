@@ -169,14 +169,15 @@ constexpr float kExp2Sixteenths[16] = {
     1.681792855e+00f, 1.756252170e+00f, 1.834008098e+00f, 1.915206552e+00f};
 LD_INLINE vf vexp_neg(vf x) {
   __m512 xv = _mm512_max_ps(_mm512_set1_ps(-104.0f), (__m512)x);  // NaN is kept (2nd operand)
-  __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(xv, _mm512_set1_ps(1.44269504088896341f)),
-                                  (4 << 4) | _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  // x/ln2 + 1.5 * 2^19, rounded once by the multiply-add: the float grid there is 1/16, so this
+  // is n + 1.5 * 2^19 exactly, with 16 n mod 16 = j in its four lowest bits (vpermps' index).
+  // (One multiply-add and one subtraction instead of a multiply, a vrndscale and an addition.)
+  const __m512 t = _mm512_fmadd_ps(xv, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(786432.0f));
+  const __m512 n = _mm512_sub_ps(t, _mm512_set1_ps(786432.0f));
   // Cody-Waite: 16 n * 355 < 2^24, so n * ln2_hi is exact.
   __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-0.693359375f), xv);
   r = _mm512_fmadd_ps(n, _mm512_set1_ps(2.12194440e-4f), r);
-  // n + 1.5 * 2^19 is exact and holds 16 n mod 16 = j in its four lowest bits (vpermps' index).
-  const __m512i j = _mm512_castps_si512(_mm512_add_ps(n, _mm512_set1_ps(786432.0f)));
-  const __m512 T = _mm512_permutexvar_ps(j, _mm512_loadu_ps(kExp2Sixteenths));
+  const __m512 T = _mm512_permutexvar_ps(_mm512_castps_si512(t), _mm512_loadu_ps(kExp2Sixteenths));
   // exp(r) - 1 = r (1 + r (c2 + c3 r)), minimax for relative error on |r| <= 1.02 ln2/32
   // (1.7e-9); T + T (exp(r) - 1) rounds once.
   __m512 q = _mm512_fmadd_ps(_mm512_set1_ps(0.16666722f), r, _mm512_set1_ps(0.5000168f));
