@@ -431,7 +431,8 @@ struct CE {
     // share cache sets), the exp pass is bound by the multiply-add units (the argmax here took
     // evaluate (8, 21, 512, 512) from ~17.7 to ~16.4 ms on 2 Zen 4 cores; the runner-up in the
     // exp pass, as an exp, left its 20 accumulators short of registers, and the entropy sums
-    // went through the stack; the argmax as a masked store there measured slower, 13.1 vs 12.8).
+    // went through the stack; the argmax there, as a masked store or as a blend reusing the
+    // compare of the sum, measured slower: 13.1 vs 12.8 and 13.9 vs 13.5 ms).
     static_assert(!STATS || ARGMAX, "the statistics need the argmax");
     constexpr bool NF = (TOPK || ARGMAX) && !STATS;
     {

@@ -155,10 +155,10 @@ LD_INLINE vf vfma(vf a, vf b, vf c) { return LD_VFMA_PS(a, b, c); }
 LD_INLINE vd vfma(vd a, vd b, vd c) { return LD_VFMA_PD(a, b, c); }
 
 #if LD_VW == 64 && defined(__AVX512F__)
-// AVX-512: exp(x) = 2^k * 2^(j/16) * exp(r), n = k + j/16 = x/ln2 rounded to a multiple of 1/16
-// (vrndscale), |r| <= ln2/32. The 16 powers 2^(j/16) sit in one register (vpermps), so a
-// degree-3 polynomial suffices and the exp pass, bound by the multiply-add pipes, does 7 of them
-// per vector instead of 9 (10 % faster in a compute-bound loop on Zen 4). vscalef applies 2^k
+// AVX-512: exp(x) = 2^k * 2^(j/16) * exp(r), n = k + j/16 = x/ln2 rounded to a multiple of 1/16,
+// |r| <= ln2/32. The 16 powers 2^(j/16) sit in one register (vpermps), so a degree-3 polynomial
+// suffices: 7 multiply-adds per vector instead of 9 (the exp pass of evaluate is bound by the
+// multiply-add pipes; 10 % faster in a compute-bound loop on Zen 4). vscalef applies 2^k
 // (floor(n)) and underflows to exactly 0 for very negative inputs. Within 1.0 ulp of exp for
 // every float in [-104, 0] whose exp is a normal float (checked exhaustively; the polynomial
 // above: 1.05 ulp); exp(0) is exactly 1.
