@@ -497,11 +497,20 @@ struct CE {
 #pragma GCC unroll 8
           for (int k = 0; k < K; ++k) {
             const VF d = loadv(col + k * VN) - m[k];
-            const VF e = vexp_neg(d);
-            // The first maximum's exact 1 is counted in `ties`, not summed.
-            if (STATS) sum_nonzero_d(d, e, sv[k]);
-            else sum_but_max(d, e, sv[k], ties[k]);
-            if (GRAD) vstore(th.ebuf + c * B + k * VN, e);
+            // The first maximum's exact 1 is counted in `ties`, not summed. Without a gradient
+            // the exp itself leaves it out (same bits; see vexp_neg_keep).
+            VF e = VF{};
+            if (GRAD) {
+              e = vexp_neg(d);
+              vstore(th.ebuf + c * B + k * VN, e);
+              if (STATS) sum_nonzero_d(d, e, sv[k]);
+              else sum_but_max(d, e, sv[k], ties[k]);
+            } else if (STATS) {
+              e = vexp_neg_nz(d);
+              sv[k] += e;
+            } else {
+              sum_exp_but_max(d, sv[k], ties[k]);
+            }
             if (SMOOTH && !SOFT) sm[k] += wc * (VF{} - d);
             if (SOFT) {
               const VF tt = vload<VF>(tsrc + c * B + k * VN) * (F)one_m_eps + (F)eps_c;

@@ -167,7 +167,9 @@ constexpr float kExp2Sixteenths[16] = {
     1.189207077e+00f, 1.241857767e+00f, 1.296839595e+00f, 1.354255557e+00f,
     1.414213538e+00f, 1.476826191e+00f, 1.542210817e+00f, 1.610490322e+00f,
     1.681792855e+00f, 1.756252170e+00f, 1.834008098e+00f, 1.915206552e+00f};
-LD_INLINE vf vexp_neg(vf x) {
+// `keep`: lanes whose result is kept; the others are 0. The mask rides on the last multiply-add,
+// at no cost: a masked add into a sum instead takes a slot of the multiply-add pipes on Zen 4.
+LD_INLINE vf vexp_neg_keep(vf x, __mmask16 keep) {
   __m512 xv = _mm512_max_ps(_mm512_set1_ps(-104.0f), (__m512)x);  // NaN is kept (2nd operand)
   // x/ln2 + 1.5 * 2^19, rounded once by the multiply-add: the float grid there is 1/16, so this
   // is n + 1.5 * 2^19 exactly, with 16 n mod 16 = j in its four lowest bits (vpermps' index).
@@ -183,8 +185,9 @@ LD_INLINE vf vexp_neg(vf x) {
   __m512 q = _mm512_fmadd_ps(_mm512_set1_ps(0.16666722f), r, _mm512_set1_ps(0.5000168f));
   q = _mm512_fmadd_ps(q, r, _mm512_set1_ps(1.0f));
   q = _mm512_mul_ps(q, r);
-  return (vf)_mm512_scalef_ps(_mm512_fmadd_ps(T, q, T), n);
+  return (vf)_mm512_scalef_ps(_mm512_maskz_fmadd_ps(keep, T, q, T), n);
 }
+LD_INLINE vf vexp_neg(vf x) { return vexp_neg_keep(x, (__mmask16)0xffff); }
 LD_INLINE vd vexp_neg(vd x) {
   __m512d xv = _mm512_max_pd(_mm512_set1_pd(-746.0), (__m512d)x);
   __m512d n = _mm512_roundscale_pd(_mm512_mul_pd(xv, _mm512_set1_pd(1.4426950408889634074)),
@@ -199,6 +202,21 @@ LD_INLINE vd vexp_neg(vd x) {
   __m512d p = _mm512_set1_pd(1.6059043836821614599e-10);
   for (double k : c) p = _mm512_fmadd_pd(p, r, _mm512_set1_pd(k));
   return (vd)_mm512_scalef_pd(p, n);
+}
+// exp(x), but 0 where x == 0 (the row's first maximum, kept out of the sums; NaN is kept).
+LD_INLINE vf vexp_neg_nz(vf x) {
+  return vexp_neg_keep(x, _mm512_cmp_ps_mask((__m512)x, _mm512_setzero_ps(), _CMP_NEQ_UQ));
+}
+LD_INLINE vd vexp_neg_nz(vd x) {
+  return (vd)_mm512_maskz_mov_pd(_mm512_cmp_pd_mask((__m512d)x, _mm512_setzero_pd(), _CMP_NEQ_UQ),
+                                 (__m512d)vexp_neg(x));
+}
+// sv += exp(d) where d != 0; ties += 1 where d == 0: sum_but_max(d, vexp_neg(d), sv, ties) with
+// the mask on the exp's last multiply-add (for sums whose terms are not needed one by one).
+LD_INLINE void sum_exp_but_max(vf d, vf& sv, vi& ties) {
+  const __mmask16 nz = _mm512_cmp_ps_mask((__m512)d, _mm512_setzero_ps(), _CMP_NEQ_UQ);
+  sv = (vf)_mm512_add_ps((__m512)sv, (__m512)vexp_neg_keep(d, nz));
+  ties = (vi)_mm512_mask_sub_epi32((__m512i)ties, (__mmask16)~nz, (__m512i)ties, _mm512_set1_epi32(-1));
 }
 // sv += e where d != 0; ties += 1 where d == 0 (NaN: d != 0). Masked operations: two
 // instructions instead of four.
@@ -268,11 +286,19 @@ template <class V, class I> LD_INLINE void sum_but_max(V d, V e, V& sv, I& ties)
   sv += (V)((I)e & ~z);
   ties -= z;  // masks are -1
 }
+template <class V> LD_INLINE V vexp_neg_nz(V x) {
+  using I = decltype(x == 0);
+  return (V)((I)vexp_neg(x) & ~(x == 0));
+}
 template <class V> LD_INLINE void sum_nonzero_d(V d, V e, V& sv) {
   using I = decltype(d == 0);
   sv += (V)((I)e & ~(d == 0));
 }
 #endif
+// (vd on AVX-512, every type elsewhere)
+template <class V, class I> LD_INLINE void sum_exp_but_max(V d, V& sv, I& ties) {
+  sum_but_max(d, vexp_neg(d), sv, ties);
+}
 
 template <class V> LD_INLINE V vload(const void* p) { V v; __builtin_memcpy(&v, p, sizeof(V)); return v; }
 // True when any lane of an integer (mask) vector is nonzero.
