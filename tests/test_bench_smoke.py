@@ -95,3 +95,8 @@ def test_numpy_reference_matches_float64() -> None:
     ev = bench.np_evaluate(x, t, 1, 255, 10)
     assert ev.count == valid.sum() and ev.confusion.sum() == valid.sum()
     assert ev.conf_hist.sum() == ev.true_prob_hist.sum() == ev.margin_hist.sum() == valid.sum()
+    conf = p.max(1)[valid]
+    right = p.argmax(1)[valid] == t[valid]
+    edges = np.linspace(0.0, 1.0, 11)
+    np.testing.assert_array_equal(ev.conf_correct, np.histogram(conf[right], edges)[0])
+    np.testing.assert_allclose(ev.conf_sum, np.histogram(conf, edges, weights=conf)[0], rtol=1e-5)

@@ -11,7 +11,8 @@ and for each case ``cross_entropy``, ``accuracy``, ``cross_entropy_grad`` (alloc
 with ``out=`` a copy of the logits) and ``evaluate`` against
 
 * an idiomatic, numerically stable NumPy implementation (the work a user would write by hand),
-* PyTorch CPU (``F.cross_entropy``, autograd forward+backward, argmax, ``bincount``, ``histc``)
+* PyTorch CPU (``F.cross_entropy``, autograd forward+backward, argmax, ``bincount``, ``histc``,
+  ``histogram``)
   when torch is installed, with ``torch.set_num_threads`` equal to lossdiag's thread count,
 * the memory limit measured in the same run: a multi-threaded read of a buffer the size of the
   logits (for loss / accuracy / evaluate) and a read+write copy (for the gradient).
@@ -175,13 +176,19 @@ class EvalResult:
     correct: int
     confusion: np.ndarray
     conf_hist: np.ndarray
+    conf_correct: np.ndarray  # per confidence bin: correct predictions
+    conf_sum: np.ndarray  # per confidence bin: sum of the confidences
     true_prob_hist: np.ndarray
     margin_hist: np.ndarray
 
 
 def np_evaluate(x: np.ndarray, t: np.ndarray, axis: int, ignore_index: int,
                 bins: int = BINS) -> EvalResult:
-    """The NumPy chain: stable CE + argmax + bincount confusion + 3 ``np.histogram`` calls."""
+    """The NumPy chain: stable CE + argmax + bincount confusion + 5 ``np.histogram`` calls.
+
+    The histograms are those ``evaluate`` returns: confidence (with its per-bin correct counts and
+    confidence sums, the reliability diagram), true-class probability and margin.
+    """
     c = x.shape[axis]
     valid, idx = _np_prepare(x, t, axis, ignore_index)
     m = x.max(axis=axis, keepdims=True)
@@ -200,10 +207,14 @@ def np_evaluate(x: np.ndarray, t: np.ndarray, axis: int, ignore_index: int,
     tv = t[valid].astype(np.intp)
     pv = pred[valid]
     confusion = np.bincount(tv * c + pv, minlength=c * c).reshape(c, c)
+    right = tv == pv
+    conf = pmax[valid]
     return EvalResult(
-        loss=float(loss), count=int(tv.size), correct=int(np.count_nonzero(tv == pv)),
+        loss=float(loss), count=int(tv.size), correct=int(np.count_nonzero(right)),
         confusion=confusion,
-        conf_hist=np.histogram(pmax[valid], bins=bins, range=(0.0, 1.0))[0],
+        conf_hist=np.histogram(conf, bins=bins, range=(0.0, 1.0))[0],
+        conf_correct=np.histogram(conf[right], bins=bins, range=(0.0, 1.0))[0],
+        conf_sum=np.histogram(conf, bins=bins, range=(0.0, 1.0), weights=conf)[0],
         true_prob_hist=np.histogram(ptrue[valid], bins=bins, range=(0.0, 1.0))[0],
         margin_hist=np.histogram(margin[valid], bins=bins, range=(-1.0, 1.0))[0],
     )
@@ -261,7 +272,8 @@ class TorchImpl:
         return float(loss.detach()), self.xg.grad
 
     def evaluate(self, bins: int = BINS) -> EvalResult:
-        """F.cross_entropy + softmax/argmax + bincount confusion + 3 ``torch.histc``."""
+        """F.cross_entropy + softmax/argmax + bincount confusion + 4 ``torch.histc`` and a weighted
+        ``torch.histogram`` (the confidence sums)."""
         torch = self.torch
         x, t = self._view(self.x)
         c = self.c
@@ -277,10 +289,14 @@ class TorchImpl:
             tv = t[valid]
             pv = pred[valid]
             confusion = torch.bincount(tv * c + pv, minlength=c * c).reshape(c, c)
+            right = tv == pv
+            conf = pmax[valid]
             return EvalResult(
-                loss=float(loss), count=int(tv.numel()), correct=int((tv == pv).sum()),
+                loss=float(loss), count=int(tv.numel()), correct=int(right.sum()),
                 confusion=confusion.numpy(),
-                conf_hist=torch.histc(pmax[valid], bins, 0.0, 1.0).long().numpy(),
+                conf_hist=torch.histc(conf, bins, 0.0, 1.0).long().numpy(),
+                conf_correct=torch.histc(conf[right], bins, 0.0, 1.0).long().numpy(),
+                conf_sum=torch.histogram(conf, bins, range=(0.0, 1.0), weight=conf).hist.numpy(),
                 true_prob_hist=torch.histc(ptrue[valid], bins, 0.0, 1.0).long().numpy(),
                 margin_hist=torch.histc(margin[valid], bins, -1.0, 1.0).long().numpy(),
             )
@@ -478,7 +494,7 @@ def check_grad(where: tuple[str, str, str], got: Any, want: np.ndarray) -> None:
 
 
 def check_eval(where: tuple[str, str, str], got: EvalResult, want: EvalResult) -> None:
-    """Compare loss, count, top-1 correct, confusion and the three histograms."""
+    """Compare loss, count, top-1 correct, confusion, the histograms and the confidence sums."""
     check_scalar(where, "loss", got.loss, want.loss, LOSS_RTOL, 1e-7)
     if got.count != want.count:
         _fail(*where, f"count {got.count} != {want.count}")
@@ -489,11 +505,16 @@ def check_eval(where: tuple[str, str, str], got: EvalResult, want: EvalResult) -
     if conf.shape != want.confusion.shape or np.abs(conf - want.confusion).sum() > 2 * slack:
         _fail(*where, "confusion matrix differs from the NumPy bincount")
     hslack = max(2, int(HIST_RTOL * want.count))
-    for name in ("conf_hist", "true_prob_hist", "margin_hist"):
+    for name in ("conf_hist", "conf_correct", "true_prob_hist", "margin_hist"):
         h = np.asarray(getattr(got, name))
         ref = getattr(want, name)
         if h.shape != ref.shape or np.abs(h - ref).sum() > 2 * hslack:
             _fail(*where, f"{name} {h.tolist()} != NumPy {ref.tolist()}")
+    # an element that changes bins moves its confidence (<= 1) with it
+    s = np.asarray(got.conf_sum, dtype=np.float64)
+    ref_s = np.asarray(want.conf_sum, dtype=np.float64)
+    if s.shape != ref_s.shape or not np.abs(s - ref_s).sum() <= 2 * hslack + 1e-5 * ref_s.sum():
+        _fail(*where, f"conf_sum {s.tolist()} != NumPy {ref_s.tolist()}")
 
 
 def stats_to_eval(stats: Any) -> EvalResult:
@@ -501,6 +522,7 @@ def stats_to_eval(stats: Any) -> EvalResult:
     return EvalResult(
         loss=float(stats.loss), count=int(stats.count), correct=int(stats.correct[1]),
         confusion=np.asarray(stats.confusion), conf_hist=np.asarray(stats.conf_hist),
+        conf_correct=np.asarray(stats.conf_correct), conf_sum=np.asarray(stats.conf_sum),
         true_prob_hist=np.asarray(stats.true_prob_hist), margin_hist=np.asarray(stats.margin_hist),
     )
 
