@@ -239,7 +239,7 @@ struct CE {
     else { F t[VN]; vstore<VF>(t, v); for (int i = 0; i < VN; ++i) p[i] = (P)t[i]; }
   }
 
-  // The exp pass is compute-bound and reads only the current block (already in L1), so without
+  // The exp pass reads only the current block (which the max pass has just loaded), so without
   // help the next block's memory is only requested when its first pass starts. The hardware prefetchers do not
   // cover it: in NCHW a block reads C rows H*W apart (C streams, more than they follow), and in
   // the rows layouts the transposition stalls on each new block. So the exp pass prefetches two
@@ -428,7 +428,7 @@ struct CE {
     for (int j = 0; j < B; ++j) { ln.nf[j] = 0; ln.nn[j] = 0; }
     // With STATS the exp pass finds the non-finite rows almost for free (see below). The argmax
     // and the runner-up logit are found here: this pass partly waits on memory (the class rows
-    // share cache sets), the exp pass is bound by the multiply-add units (the argmax here took
+    // share cache sets), the exp pass is busiest on the multiply-add units (the argmax here took
     // evaluate (8, 21, 512, 512) from ~17.7 to ~16.4 ms on 2 Zen 4 cores; the runner-up in the
     // exp pass, as an exp, left its 20 accumulators short of registers, and the entropy sums
     // went through the stack; the argmax there, as a masked store or as a blend reusing the

@@ -27,7 +27,8 @@ LD_INLINE double fbits(uint64_t u) { double x; __builtin_memcpy(&x, &u, 8); retu
 // then a degree-6 polynomial fitted for relative error on that interval (c0 = 1, so exp(0) is
 // exactly 1). Its truncation error is 2e-9, far below float rounding; simulated in float over
 // [-87, 0] the whole function is within 1.05 ulp of exp, as the Cephes degree-7 form it replaced
-// (1.01 ulp), with one multiply-add fewer: the exp pass is bound by the multiply-add units.
+// (1.01 ulp), with one multiply-add fewer (the multiply-add units bound the exp pass when the
+// logits are cache-resident).
 // Coefficients, highest degree first; the scalar and portable float exps use them (the AVX-512
 // one uses a table, below).
 constexpr float kExpPolyF[7] = {1.3843653724e-3f, 8.3741554990e-3f, 4.1668001562e-2f,
@@ -157,8 +158,8 @@ LD_INLINE vd vfma(vd a, vd b, vd c) { return LD_VFMA_PD(a, b, c); }
 #if LD_VW == 64 && defined(__AVX512F__)
 // AVX-512: exp(x) = 2^k * 2^(j/16) * exp(r), n = k + j/16 = x/ln2 rounded to a multiple of 1/16,
 // |r| <= ln2/32. The 16 powers 2^(j/16) sit in one register (vpermps), so a degree-3 polynomial
-// suffices: 7 multiply-adds per vector instead of 9 (the exp pass of evaluate is bound by the
-// multiply-add pipes; 10 % faster in a compute-bound loop on Zen 4). vscalef applies 2^k
+// suffices: 7 multiply-adds per vector instead of 9 (with the logits cache-resident the exp pass
+// of evaluate is bound by the multiply-add pipes; 10 % faster in such a loop on Zen 4). vscalef applies 2^k
 // (floor(n)) and underflows to exactly 0 for very negative inputs. Within 1.0 ulp of exp for
 // every float in [-104, 0] whose exp is a normal float (checked exhaustively; the polynomial
 // above: 1.05 ulp); exp(0) is exactly 1.
