@@ -75,6 +75,19 @@ def test_wrong_kernel_is_caught(monkeypatch: pytest.MonkeyPatch, name: str, wrap
     assert bench.main([*TINY, "--cases", "cls", "--no-torch"]) == 2
 
 
+def test_wrong_confidence_sums_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
+    """evaluate's reliability sums are checked too: doubling them fails the run (exit status 2)."""
+    real = bench.stats_to_eval
+
+    def doubled(stats: Any) -> Any:
+        r = real(stats)
+        r.conf_sum = np.asarray(r.conf_sum) * 2.0
+        return r
+
+    monkeypatch.setattr(bench, "stats_to_eval", doubled)
+    assert bench.main([*TINY, "--cases", "cls", "--no-torch"]) == 2
+
+
 def test_numpy_reference_matches_float64() -> None:
     """The NumPy baseline itself is right (float64 brute force on a small NCHW batch)."""
     rng = np.random.default_rng(1)
