@@ -239,15 +239,15 @@ struct CE {
     else { F t[VN]; vstore<VF>(t, v); for (int i = 0; i < VN; ++i) p[i] = (P)t[i]; }
   }
 
-  // The exp pass reads only the current block (which the max pass has just loaded), so without
-  // help the next block's memory is only requested when its first pass starts. The hardware prefetchers do not
-  // cover it: in NCHW a block reads C rows H*W apart (C streams, more than they follow), and in
-  // the rows layouts the transposition stalls on each new block. So the exp pass prefetches two
+  // The exp pass reads only the current block (which the max pass has just loaded), so without help
+  // the next block's memory is only requested when its first pass starts. The hardware prefetchers
+  // do not cover it: in NCHW a block reads C rows H*W apart (C streams, more than they follow), and
+  // in the rows layouts the transposition stalls on each new block. So the exp pass prefetches two
   // blocks ahead, one slice per class: [base + c * stride, + len) bytes. Measured on a 2-core
-  // Zen 4, cross_entropy (8, 21, 512, 512) NCHW: 16.5 -> ~12 ms; (65536, 1000): 40 -> 35 ms
-  // (with the tiles below: 18 ms); NHWC (8, 512, 512, 21): ~20 -> ~18 ms. Prefetching in the
-  // max pass and copying the block to a contiguous buffer were tried and did not help.
-  // Prefetches never fault, so running past the end of the array is harmless.
+  // Zen 4, cross_entropy (8, 21, 512, 512) NCHW: 16.5 -> ~12 ms; (65536, 1000): 40 -> 35 ms (with
+  // the tiles below: 18 ms); NHWC (8, 512, 512, 21): ~20 -> ~18 ms. Prefetching in the max pass and
+  // copying the block to a contiguous buffer were tried and did not help. Prefetches never fault,
+  // so running past the end of the array is harmless.
   struct Prefetch {
     uintptr_t base = 0;  // an address, not a pointer: it may lie past the end of the array
     int64_t stride = 0, len = 0;

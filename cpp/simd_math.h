@@ -160,9 +160,9 @@ LD_INLINE vd vfma(vd a, vd b, vd c) { return LD_VFMA_PD(a, b, c); }
 // |r| <= ln2/32. The 16 powers 2^(j/16) sit in one register (vpermps), so a degree-3 polynomial
 // suffices: 7 multiply-adds per vector instead of 9 (with the logits cache-resident the exp pass
 // of evaluate is bound by the multiply-add pipes; 10 % faster in such a loop on Zen 4). vscalef
-// applies 2^k (floor(n)) and underflows to exactly 0 for very negative inputs. Within 1.0 ulp of exp for
-// every float in [-104, 0] whose exp is a normal float (checked exhaustively; the polynomial
-// above: 1.05 ulp); exp(0) is exactly 1.
+// applies 2^k (floor(n)) and underflows to exactly 0 for very negative inputs. Within 1.0 ulp of
+// exp for every float in [-104, 0] whose exp is a normal float (checked exhaustively; the
+// polynomial above: 1.05 ulp); exp(0) is exactly 1.
 constexpr float kExp2Sixteenths[16] = {
     1.000000000e+00f, 1.044273734e+00f, 1.090507746e+00f, 1.138788581e+00f,
     1.189207077e+00f, 1.241857767e+00f, 1.296839595e+00f, 1.354255557e+00f,
