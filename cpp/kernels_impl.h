@@ -187,22 +187,35 @@ struct alignas(kLine) SlabAcc {
 // prob_hist[nsub][bins], one scratch slot, then `extra` integers (the multi-class kernel's joint
 // true-probability x margin histogram). Rows left out of the statistics are added to the scratch
 // slots, so the per-element loop has no branch.
+// int_copies > 0: the integers exist once per thread instead of once per slab (integer sums do
+// not depend on the order), and bind() points a slab at the copy of the thread that runs it.
+// With 64 slabs the multi-class kernel's joint histogram alone made 1 MB per call: ~270 fresh
+// pages to fault in and zero on every `evaluate` (~0.4 ms on a 2-core KVM), then a combine over
+// 64 copies.
 struct SlabStore {
   SlabAcc acc[kMaxSlabs];
   double* fmem = nullptr; int64_t* imem = nullptr;
-  void init(int64_t n_slabs, int64_t C, int bins, bool stats, int nsub = 1, int64_t extra = 0) {
+  int64_t ni = 0, nb = 0, C = 0, n_int = 0;  // words per integer copy, ..., number of copies
+  void init(int64_t n_slabs, int64_t C_, int bins, bool stats, int nsub = 1, int64_t extra = 0,
+            int64_t int_copies = 0) {
     if (!stats) return;
-    const int64_t nb = (int64_t)nsub * bins;
-    const int64_t nf = line_up(nsub * C + nb + 1), ni = line_up(C + 6 * nb + 1 + extra);
+    C = C_; nb = (int64_t)nsub * bins;
+    const int64_t nf = line_up(nsub * C + nb + 1);
+    ni = line_up(C + 6 * nb + 1 + extra);
+    n_int = int_copies > 0 ? int_copies : n_slabs;
     fmem = (double*)zalloc_lines((size_t)(n_slabs * nf) * sizeof(double));
-    imem = (int64_t*)zalloc_lines((size_t)(n_slabs * ni) * sizeof(int64_t));
+    imem = (int64_t*)zalloc_lines((size_t)(n_int * ni) * sizeof(int64_t));
     for (int64_t k = 0; k < n_slabs; ++k) {
       SlabAcc& s = acc[k];
       s.class_loss = fmem + k * nf; s.conf_sum = s.class_loss + nsub * C;
-      s.class_count = imem + k * ni; s.true_hist = s.class_count + C; s.conf_hist = s.true_hist + nb;
-      s.conf_correct = s.conf_hist + 2 * nb; s.margin_hist = s.conf_correct + nb;
-      s.prob_hist = s.margin_hist + nb;
+      if (int_copies <= 0) bind(s, k);
     }
+  }
+  // The integer arrays of copy q (slab q, or thread q with int_copies).
+  void bind(SlabAcc& s, int64_t q) const {
+    s.class_count = imem + q * ni; s.true_hist = s.class_count + C; s.conf_hist = s.true_hist + nb;
+    s.conf_correct = s.conf_hist + 2 * nb; s.margin_hist = s.conf_correct + nb;
+    s.prob_hist = s.margin_hist + nb;
   }
   ~SlabStore() { free(fmem); free(imem); }
 };
@@ -995,9 +1008,10 @@ struct CE {
     const int64_t n_slabs = imin(tl.n_tiles, kMaxSlabs);
     const bool ps_seg = STATS && a.per_sample && a.S > 1;
     if (ps_seg && tl.within) tile_part = (double*)calloc((size_t)tl.n_tiles + 1, sizeof(double));
-    SlabStore store; store.init(n_slabs, C, a.bins, STATS, kSub, joint() ? (int64_t)kSub * a.bins * a.bins : 0);
     int nth = a.nthreads < 1 ? 1 : a.nthreads;
     if (n_slabs <= 1) nth = 1;
+    SlabStore store;
+    store.init(n_slabs, C, a.bins, STATS, kSub, joint() ? (int64_t)kSub * a.bins * a.bins : 0, nth);
     // Confusion: per-thread copies when small (kSub copies each when very small, for the same
     // reason as SlabStore), else one shared matrix with integer atomics.
     int64_t* conf_all = nullptr;
@@ -1040,6 +1054,7 @@ struct CE {
 #pragma omp for schedule(dynamic, 1)
       for (int64_t k = 0; k < n_slabs; ++k) {
         const int64_t t0 = k * tl.n_tiles / n_slabs, t1 = (k + 1) * tl.n_tiles / n_slabs;
+        if (STATS) store.bind(store.acc[k], thread_id());
         for (int64_t t = t0; t < t1; ++t) {
           int64_t e0, e1; tl.tile(t, e0, e1);
           // Split at sample boundaries (S > 1); for NCHW a sample is one `o`.
@@ -1065,36 +1080,42 @@ struct CE {
       out.true_prob_sum += r.true_prob_sum; out.entropy_sum += r.entropy_sum;
       out.below_inv_e += r.below_inv_e;
       if (r.bad) merge_bad(out, r.bad_value, r.bad_index);
-      if (STATS) {
+      if (STATS) {  // the float sums, in slab order
         const SlabAcc& s = store.acc[k];
-        const int nbins = a.bins;
         for (int64_t c = 0; c < C; ++c) {
           double v = 0;
           for (int q = 0; q < kSub; ++q) v += s.class_loss[q * C + c];
           a.class_loss[c] += v;
         }
-        if (joint()) {
-          const int64_t* J = s.class_count + C + 6 * (int64_t)kSub * nbins + 1;
-          for (int q = 0; q < kSub; ++q)
-            for (int t = 0; t < nbins; ++t)
-              for (int m = 0; m < nbins; ++m) {
-                const int64_t v = J[((int64_t)q * nbins + t) * nbins + m];
-                a.true_hist[t] += v; a.margin_hist[m] += v;
-              }
-        }
-        for (int b = 0; b < nbins; ++b) {
+        for (int b = 0; b < a.bins; ++b) {
           double cs = 0;
-          for (int q = 0; q < kSub; ++q) {
-            const int64_t* h = s.conf_hist + 2 * q * nbins;
-            a.true_hist[b] += s.true_hist[q * nbins + b];  // zero in joint mode
-            a.conf_hist[b] += h[2 * b] + h[2 * b + 1];
-            a.conf_correct[b] += h[2 * b + 1];
-            a.margin_hist[b] += s.margin_hist[q * nbins + b];
-            cs += s.conf_sum[q * nbins + b];
-          }
+          for (int q = 0; q < kSub; ++q) cs += s.conf_sum[q * a.bins + b];
           a.conf_sum[b] += cs;
         }
       }
+    }
+    // The integer counts, one copy per thread (exact, so the order does not matter).
+    for (int64_t i = 0; STATS && i < store.n_int; ++i) {
+      SlabAcc s;
+      store.bind(s, i);
+      const int nbins = a.bins;
+      if (joint()) {
+        const int64_t* J = s.class_count + C + 6 * (int64_t)kSub * nbins + 1;
+        for (int q = 0; q < kSub; ++q)
+          for (int t = 0; t < nbins; ++t)
+            for (int m = 0; m < nbins; ++m) {
+              const int64_t v = J[((int64_t)q * nbins + t) * nbins + m];
+              a.true_hist[t] += v; a.margin_hist[m] += v;
+            }
+      }
+      for (int b = 0; b < nbins; ++b)
+        for (int q = 0; q < kSub; ++q) {
+          const int64_t* h = s.conf_hist + 2 * q * nbins;
+          a.true_hist[b] += s.true_hist[q * nbins + b];  // zero in joint mode
+          a.conf_hist[b] += h[2 * b] + h[2 * b + 1];
+          a.conf_correct[b] += h[2 * b + 1];
+          a.margin_hist[b] += s.margin_hist[q * nbins + b];
+        }
     }
     if (conf_all) {
       // Integer sums: order does not matter. Class counts are the confusion's row sums.
