@@ -189,13 +189,16 @@ struct alignas(kLine) SlabAcc {
 // slots, so the per-element loop has no branch.
 // int_copies > 0: the integers exist once per thread instead of once per slab (integer sums do
 // not depend on the order), and bind() points a slab at the copy of the thread that runs it.
-// With 64 slabs the multi-class kernel's joint histogram alone made 1 MB per call: ~270 fresh
-// pages to fault in and zero on every `evaluate` (~0.4 ms on a 2-core KVM), then a combine over
-// 64 copies.
+// With 64 slabs the multi-class kernel's joint histograms alone made 1 MB per call: ~270 fresh
+// pages to fault in and zero on each `evaluate` until glibc stopped handing the block back to the
+// kernel (~8 calls; ~0.4 ms each on a 2-core KVM), and a combine over 64 copies on every call.
 struct SlabStore {
   SlabAcc acc[kMaxSlabs];
   double* fmem = nullptr; int64_t* imem = nullptr;
-  int64_t ni = 0, nb = 0, C = 0, n_int = 0;  // words per integer copy, ..., number of copies
+  int64_t ni = 0;     // words per integer copy
+  int64_t nb = 0;     // nsub * bins
+  int64_t C = 0;
+  int64_t n_int = 0;  // integer copies: one per slab, or int_copies
   void init(int64_t n_slabs, int64_t C_, int bins, bool stats, int nsub = 1, int64_t extra = 0,
             int64_t int_copies = 0) {
     if (!stats) return;
