@@ -272,8 +272,8 @@ struct CE {
   // (8, 512, 512, 21) cross_entropy -5 to -9 %, evaluate -15 to -20 %; (262144, 100) -9 to -11 %;
   // L2-resident and (65536, 1000) unchanged. Distances of 5 to 16 blocks (NCHW) or 2 to 8 (rows)
   // measured alike. The far prefetch alone, without the near one, was as fast in some runs and
-  // 20 % slower than neither in others (probably: the class rows share L2 sets, so most of what
-  // it brings is evicted to the shared L3 before use, and L3 does not always keep it).
+  // 10-25 % slower than neither in others (probably: the class rows share L2 sets, so most of
+  // what it brings is evicted to the shared L3 before use, and L3 does not always keep it).
   struct Prefetch {
     uintptr_t base = 0;  // an address, not a pointer: it may lie past the end of the array
     int64_t stride = 0, len = 0, far = 0;
