@@ -583,7 +583,8 @@ struct CE {
         ln.inv[j] = inv;
         ln.l1p[j] = ld_log(u) - ((u - F(1)) - sp) * inv;
       }
-      // Per-element losses in double.
+      // Per-element losses in double (deferred statistics: straight into the pending records).
+      double* const lout = STATS && th.defer ? th.p_loss + th.pn : ln.loss;
       for (int j = 0; j < B; ++j) {
         double li;
         if (!SOFT) {
@@ -606,12 +607,12 @@ struct CE {
           acc.nll[j] += li;
           acc.w[j] += ln.valid[j] ? 1.0 : 0.0;
         }
-        ln.loss[j] = li;
+        lout[j] = li;
         acc.lsum[j] += li;
       }
       if (a.loss_out) {
-        if (a.xdt == F64) { double* o = (double*)a.loss_out + ebase; for (int j = 0; j < nb; ++j) o[j] = ln.loss[j]; }
-        else { float* o = (float*)a.loss_out + ebase; for (int j = 0; j < nb; ++j) o[j] = (float)ln.loss[j]; }
+        if (a.xdt == F64) { double* o = (double*)a.loss_out + ebase; for (int j = 0; j < nb; ++j) o[j] = lout[j]; }
+        else { float* o = (float*)a.loss_out + ebase; for (int j = 0; j < nb; ++j) o[j] = (float)lout[j]; }
       }
     }
 
@@ -773,8 +774,12 @@ struct CE {
     int32_t* const icm = DEFER ? pb + 4 * kCap : l_cm;
     int32_t* const iff = DEFER ? pb + 5 * kCap : l_f;
     vd tp_s{}, en_s{};
-    vl bl_s{};
-    v32 n_cnt{}, n_nfv{}, n_nfr{}, n_hit{};  // per-lane block counts (masks are -1)
+    v32 n_cnt{}, n_nfv{}, n_nfr{}, n_hit{}, n_bl{};  // per-lane block counts (masks are -1)
+    v32 sub0;  // copy of each lane (lane mod kSub): the same for every k when kSub divides VN
+    for (int q = 0; q < VN; ++q) sub0[q] = q & (kSub - 1);
+    // (double)p < 1/e exactly when p < the float nearest 1/e, which lies above it.
+    static_assert((double)0.36787944117144233f > 0.36787944117144233, "float(1/e) rounds up");
+    const F inv_e = sizeof(F) == 4 ? F(0.36787944117144233f) : F(0.36787944117144233);
 #pragma GCC unroll 8
     for (int k = 0; k < K; ++k) {
       const int o = k * VN;
@@ -793,8 +798,10 @@ struct CE {
       const VF entf = vload<VF>(ln.l1p + o) - vload<VF>(ln.sd + o) * inv;
       const VI inI = (laneI < (IS)nb) & (vload<VI>(ln.valid + o) != 0) &
                      (ci(vload<v32>(ln.nf + o)) == 0);
-      const VF inF = (VF)(inI & (VI)(VF{} + F(1)));  // 1 or 0, for masks on the double halves
+      // Left-out lanes add 0 to the double sums (as before: +0.0 leaves every sum unchanged).
+      const VF ptin = inI ? ptf : VF{}, enin = inI ? entf : VF{};
       const v32 y = c32(yI), p = c32(pI), ok = c32(okI), in = c32(inI);
+      n_bl -= in & c32(ptf < inv_e);  // true-class probability below 1/e
       {
         const v32 nf = vload<v32>(ln.nf + o);  // 0 in padding lanes
         const v32 val = (lane < nb) & (c32(vload<VI>(ln.valid + o)) != 0);
@@ -803,35 +810,38 @@ struct CE {
       }
 #pragma GCC unroll 4
       for (int h = 0; h < NH; ++h) {
-        const vd pm = to_d(inv, h), pt = to_d(ptf, h);
-        const vl inl = to_d(inF, h) != 0.0;
-        tp_s += inl ? pt : vd{};
-        en_s += inl ? to_d(entf, h) : vd{};
-        bl_s -= inl & (pt < 0.36787944117144233);  // true-class probability below 1/e
+        tp_s += to_d(ptin, h);
+        en_s += to_d(enin, h);
         if (DEFER) {
+          const vd pm = to_d(inv, h);
           const int e = th.pn + o + h * DN;
           if constexpr (PACK) {
-            // pm * 2^psh is an integer < 2^53; adding 2^52 puts it in the mantissa bits.
+            // pm * 2^psh is an integer < 2^53; adding 2^52 puts it in the mantissa bits. (Rows
+            // left out of the statistics add theirs to the scratch counter.)
             const vd big = vd{} + 4503599627370496.0;
             const vl one = vl{} + ((int64_t(1) << csh) - (int64_t)0x4330000000000000ll);
-            vstore(th.p_pk + e, inl ? (vl)(pm * pscale + big) + one : vl{});
+            vstore(th.p_pk + e, (vl)(pm * pscale + big) + one);
           } else {
             vstore(th.p_inv + e, pm);
           }
-          vstore(th.p_loss + e, vload<vd>(ln.loss + o + h * DN));
         }
       }
       // Bins in the compute type: the probabilities are only that precise (an element within
       // an ulp of a bin edge may land on either side, as against the float64 reference anyway).
       const v32 cbin = bin(inv * fb), tbin = bin(ptf * fb), mbin = bin((ptf - qf + F(1)) * half);
-      const v32 sub = lane & (kSub - 1), sb = sub * bins;
       // Flat indices: joint (JN) or true-probability histogram, confidence (packed when DEFER and
-      // PACK: correct/incorrect in the low bit), class loss, confusion.
-      const v32 vt = in ? (JN ? jbase + (sb + tbin) * bins + mbin : Ci + sb + tbin) : trash_i;
-      const v32 vc = DEFER && PACK ? (in ? 2 * (sb + cbin) - ok : v32{} + 2 * nbin)  // ok: -1
-                                   : (in ? Ci + nbin + 2 * (sb + cbin) - ok : trash_i);
-      const v32 vl_ = in ? sub * Ci + y : trash_f;
-      const v32 vcm = in ? (lane & (th.csub - 1)) * CC + y * Ci + p : trash_cm;
+      // PACK: correct/incorrect in the low bit), class loss, confusion. Their lane-only parts
+      // do not depend on k when kSub divides VN (computed once then).
+      const v32 sub = VN % kSub == 0 ? sub0 : lane & (kSub - 1);
+      const v32 sbb = jbase + sub * (bins * bins), sb2 = 2 * sub * bins, sbm = Ci + 4 * nbin + sub * bins;
+      const v32 sbt = Ci + sub * bins, sbc = Ci + nbin + 2 * sub * bins, sbf = (int32_t)(kSub * C) + sub * bins;
+      const v32 sci = sub * Ci, scm = (sub & (th.csub - 1)) * CC;
+      const v32 yc = y * Ci;
+      const v32 vt = in ? (JN ? sbb + tbin * bins + mbin : sbt + tbin) : trash_i;
+      const v32 vc = DEFER && PACK ? (in ? sb2 + 2 * cbin - ok : v32{} + 2 * nbin)  // ok: -1
+                                   : (in ? sbc + 2 * cbin - ok : trash_i);
+      const v32 vl_ = in ? sci + y : trash_f;
+      const v32 vcm = in ? scm + yc + p : trash_cm;
       if constexpr (DEFER && PACK && JN) {
         // (joint, confidence) and (class loss, confusion) index pairs, one int64 load each in
         // flush().
@@ -842,20 +852,20 @@ struct CE {
         continue;
       }
       vstore(it + o, vt);
-      if (!JN) vstore(im + o, in ? Ci + 4 * nbin + sb + mbin : trash_i);
+      if (!JN) vstore(im + o, in ? sbm + mbin : trash_i);
       vstore(ic + o, vc);
-      if (!(DEFER && PACK)) vstore(iff + o, in ? (int32_t)(kSub * C) + sb + cbin : trash_f);
+      if (!(DEFER && PACK)) vstore(iff + o, in ? sbf + cbin : trash_f);
       vstore(il + o, vl_);
       if (cm_fast) vstore(icm + o, vcm);
       if (!DEFER) vstore(l_in + o, in);
     }
     vstore(acc.tp, vload<vd>(acc.tp) + tp_s);
     vstore(acc.ent, vload<vd>(acc.ent) + en_s);
-    vstore(acc.below, vload<vl>(acc.below) + bl_s);
     int64_t hits = 0;
     {
-      int64_t cnt = 0, nfv = 0, nfr = 0;
-      for (int q = 0; q < VN; ++q) { cnt += n_cnt[q]; nfv += n_nfv[q]; nfr += n_nfr[q]; hits += n_hit[q]; }
+      int64_t cnt = 0, nfv = 0, nfr = 0, nbl = 0;
+      for (int q = 0; q < VN; ++q) { cnt += n_cnt[q]; nfv += n_nfv[q]; nfr += n_nfr[q]; hits += n_hit[q]; nbl += n_bl[q]; }
+      acc.below[0] += nbl;
       sa.r.count += cnt; sa.r.nonfinite += nfv; sa.r.nonfinite_rows += nfr;
     }
     if (DEFER) {
