@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +114,48 @@ def test_numpy_reference_matches_float64() -> None:
     edges = np.linspace(0.0, 1.0, 11)
     np.testing.assert_array_equal(ev.conf_correct, np.histogram(conf[right], edges)[0])
     np.testing.assert_allclose(ev.conf_sum, np.histogram(conf, edges, weights=conf)[0], rtol=1e-5)
+
+
+class _Calls:
+    """A callable that counts its calls and sleeps ``dt`` seconds in each (never less)."""
+
+    def __init__(self, dt: float = 0.0) -> None:
+        self.n = 0
+        self.dt = dt
+
+    def __call__(self) -> int:
+        self.n += 1
+        if self.dt:
+            time.sleep(self.dt)
+        return self.n
+
+
+def test_measure_counts_without_minimum_times() -> None:
+    """Without minimum times: exactly `warmup` untimed and `repeats` timed calls."""
+    f = _Calls()
+    times, first = bench.measure(f, repeats=5, warmup=2)
+    assert len(times) == 5 and f.n == 7 and first == 1
+
+
+def test_measure_minimum_times() -> None:
+    """Warm-up and timed calls continue until their minimum times are reached."""
+    f = _Calls(0.002)
+    times, _ = bench.measure(f, repeats=2, warmup=1, min_warmup_s=0.02, min_time_s=0.03)
+    assert len(times) >= 2 and sum(times) >= 30.0
+    assert f.n - len(times) >= 2  # one 2 ms call cannot make a 20 ms warm-up
+    assert len(times) <= 16  # each call sleeps >= 2 ms: the loop stops once 30 ms are timed
+
+
+def test_measure_call_cap() -> None:
+    """A fast function with a long minimum time stops at MAX_CALLS_PER_REPEAT * repeats."""
+    f = _Calls()
+    times, _ = bench.measure(f, repeats=3, warmup=0, min_time_s=60.0)
+    assert len(times) == bench.MAX_CALLS_PER_REPEAT * 3
+
+
+def test_measure_paired_rounds_and_warmup() -> None:
+    """Paired timing: `rounds` timed calls of each function after a timed warm-up."""
+    a, b = _Calls(0.002), _Calls(0.002)
+    t = bench.measure_paired({"a": a, "b": b}, rounds=4, warmup=1, min_warmup_s=0.02)
+    assert [len(v) for v in t.values()] == [4, 4]
+    assert a.n == b.n >= 4 + 5  # >= 5 warm-up rounds of 2 x 2 ms make 20 ms

@@ -39,11 +39,21 @@ import numpy as np
 __all__ = ["main", "BenchmarkMismatch"]
 
 # Shapes and repeat counts of the three presets.  "tiny" exists for the smoke test only.
+# Every timed block first warms up for at least ``warmup`` calls *and* ``min_warmup_s`` seconds,
+# then times at least ``repeats`` calls *and* ``min_time_s`` seconds of calls (at most
+# MAX_CALLS_PER_REPEAT * repeats): on a 2-vCPU VM a multi-threaded call made right after a
+# single-threaded stretch (the NumPy baseline) or an idle one can run ~15 % slower for ~0.2 s
+# while the idle vCPU comes back (bench/README.md), which a fixed count of fast calls does not
+# cover, and the median of a few fast calls samples only ~0.1 s of a machine whose speed drifts.
 PRESETS: dict[str, dict[str, Any]] = {
-    "full": {"seg": (8, 21, 512, 512), "cls": (65536, 1000), "repeats": 7, "warmup": 1},
-    "quick": {"seg": (4, 21, 256, 256), "cls": (16384, 1000), "repeats": 3, "warmup": 1},
-    "tiny": {"seg": (2, 5, 16, 24), "cls": (96, 10), "repeats": 2, "warmup": 1},
+    "full": {"seg": (8, 21, 512, 512), "cls": (65536, 1000), "repeats": 7, "warmup": 1,
+             "min_warmup_s": 0.5, "min_time_s": 1.0},
+    "quick": {"seg": (4, 21, 256, 256), "cls": (16384, 1000), "repeats": 3, "warmup": 1,
+              "min_warmup_s": 0.2, "min_time_s": 0.3},
+    "tiny": {"seg": (2, 5, 16, 24), "cls": (96, 10), "repeats": 2, "warmup": 1,
+             "min_warmup_s": 0.0, "min_time_s": 0.0},
 }
+MAX_CALLS_PER_REPEAT = 25
 CASES = ("nchw", "nhwc", "cls")
 BINS = 20
 SEG_IGNORE = 255
@@ -423,14 +433,29 @@ class Target:
 
 
 def measure(fn: Callable[[], Any], repeats: int, warmup: int,
-            setup: Callable[[], Any] | None = None) -> tuple[list[float], Any]:
-    """Run ``fn`` ``warmup + repeats`` times; return the timed durations (ms) and the 1st result.
+            setup: Callable[[], Any] | None = None, *, min_warmup_s: float = 0.0,
+            min_time_s: float = 0.0) -> tuple[list[float], Any]:
+    """Time ``fn``; return the timed durations (ms) and the result of the first call.
 
+    Untimed warm-up calls run until there have been ``warmup`` of them and they took
+    ``min_warmup_s`` seconds; timed calls then run until there are ``repeats`` of them and they
+    add up to ``min_time_s`` seconds (at most ``MAX_CALLS_PER_REPEAT * repeats`` calls).
     ``setup`` (untimed) runs before every call, e.g. to restore an in-place buffer.
+
+    >>> times, first = measure(lambda: 42, repeats=3, warmup=1)
+    >>> len(times), first
+    (3, 42)
     """
     first: Any = None
     times: list[float] = []
-    for i in range(warmup + repeats):
+    cap = max(repeats, MAX_CALLS_PER_REPEAT * repeats)
+    warm = timed = 0.0
+    i = 0
+    while True:
+        warming = i < warmup or warm < min_warmup_s
+        if not warming and len(times) >= repeats and (timed >= min_time_s
+                                                      or len(times) >= cap):
+            break
         if setup is not None:
             setup()
         t0 = time.perf_counter()
@@ -439,29 +464,47 @@ def measure(fn: Callable[[], Any], repeats: int, warmup: int,
         if i == 0:
             first = r
         del r
-        if i >= warmup:
+        if warming:
+            warm += dt
+        else:
             times.append(dt * 1e3)
+            timed += dt
+        i += 1
     return times, first
 
 
-def measure_paired(fns: dict[str, Callable[[], Any]], rounds: int,
-                   warmup: int) -> dict[str, list[float]]:
+def measure_paired(fns: dict[str, Callable[[], Any]], rounds: int, warmup: int, *,
+                   min_warmup_s: float = 0.0) -> dict[str, list[float]]:
     """Time several functions in alternation: one call of each per round (ms per call).
 
     The order is reversed every other round, so no function always runs right after another.
     On a shared machine the speed drifts over seconds; a ratio between two functions measured
-    in separate blocks mixes that drift in, one taken round by round does not.
+    in separate blocks mixes that drift in, one taken round by round does not. Warm-up rounds
+    run until there have been ``warmup`` of them and they took ``min_warmup_s`` seconds.
+
+    >>> t = measure_paired({"a": lambda: 1, "b": lambda: 2}, rounds=4, warmup=1)
+    >>> sorted(t), [len(v) for v in t.values()]
+    (['a', 'b'], [4, 4])
     """
     names = list(fns)
     times: dict[str, list[float]] = {n: [] for n in names}
-    for i in range(warmup + rounds):
-        for n in (names if i % 2 == 0 else names[::-1]):
+    warm = 0.0
+    i = n_warm = 0
+    while i < rounds:
+        warming = n_warm < warmup or warm < min_warmup_s
+        for n in (names if (n_warm + i) % 2 == 0 else names[::-1]):
             t0 = time.perf_counter()
             r = fns[n]()
             dt = time.perf_counter() - t0
             del r
-            if i >= warmup:
+            if warming:
+                warm += dt
+            else:
                 times[n].append(dt * 1e3)
+        if warming:
+            n_warm += 1
+        else:
+            i += 1
     return times
 
 
@@ -536,12 +579,15 @@ class Runner:
     """Times every (function, implementation) of a case and checks it against NumPy."""
 
     def __init__(self, ld: Any, torch: Any, mem: MemoryLimit, repeats: int, warmup: int,
-                 log: Callable[[str], None]) -> None:
+                 log: Callable[[str], None], min_warmup_s: float = 0.0,
+                 min_time_s: float = 0.0) -> None:
         self.ld = ld
         self.torch = torch
         self.mem = mem
         self.repeats = repeats
         self.warmup = warmup
+        self.min_warmup_s = min_warmup_s
+        self.min_time_s = min_time_s
         self.log = log
         self.rows: list[Row] = []
         self.other_load: dict[str, float | None] = {}
@@ -556,10 +602,16 @@ class Runner:
                  f"{row.gbps:7.2f} GB/s")
         return row
 
+    def measure(self, fn: Callable[[], Any],
+                setup: Callable[[], Any] | None = None) -> tuple[list[float], Any]:
+        """``measure`` with this run's repeats, warm-up and minimum times."""
+        return measure(fn, self.repeats, self.warmup, setup, min_warmup_s=self.min_warmup_s,
+                       min_time_s=self.min_time_s)
+
     def run(self, case: Case) -> None:
         """All measurements of one case (the logits are never copied more than once)."""
         ld, x, t, ax, ii = self.ld, case.logits, case.target, case.axis, case.ignore_index
-        rep, wu = self.repeats, self.warmup
+        rep, wu, measure = self.repeats, self.warmup, self.measure
         nb = x.nbytes
         kw = {"axis": ax, "ignore_index": ii}
         self.log(f"case {case.title}")
@@ -573,59 +625,59 @@ class Runner:
 
         # (c) memory limit
         reads = [(self._add(case, "read limit", label,
-                            measure(lambda r=read: r(x), rep, wu)[0], nb), read)
+                            measure(lambda r=read: r(x))[0], nb), read)
                  for label, read in self.mem.read_variants()]
         for label, copy in self.mem.copy_variants():
-            times = measure(lambda c=copy: c(x, buf), rep, wu)[0]
+            times = measure(lambda c=copy: c(x, buf))[0]
             if not np.array_equal(buf, x):
                 _fail(case.name, "copy limit", label, "the copy differs from its source")
             self._add(case, "copy limit", label, times, 2 * nb)
 
         # cross_entropy
         f = "cross_entropy"
-        times, ref = measure(lambda: np_cross_entropy(x, t, ax, ii), rep, wu)
+        times, ref = measure(lambda: np_cross_entropy(x, t, ax, ii))
         self._add(case, f, "numpy", times, nb)
-        times, got = measure(lambda: ld.cross_entropy(x, t, **kw), rep, wu)
+        times, got = measure(lambda: ld.cross_entropy(x, t, **kw))
         check_scalar((case.name, f, "lossdiag"), "loss", got, ref, LOSS_RTOL, 1e-7)
         self._add(case, f, "lossdiag", times, nb)
         tim = TorchImpl(self.torch, case) if self.torch is not None else None
         if tim is not None:
-            times, got = measure(tim.cross_entropy, rep, wu)
+            times, got = measure(tim.cross_entropy)
             check_scalar((case.name, f, "torch"), "loss", got, ref, LOSS_RTOL, 1e-7)
             self._add(case, f, "torch", times, nb)
 
         # accuracy
         f = "accuracy"
-        times, ref = measure(lambda: np_accuracy(x, t, ax, ii), rep, wu)
+        times, ref = measure(lambda: np_accuracy(x, t, ax, ii))
         self._add(case, f, "numpy", times, nb)
         n_valid = int(np.count_nonzero(t != ii))
         atol = max(2, COUNT_RTOL * n_valid) / n_valid
-        times, got = measure(lambda: ld.accuracy(x, t, **kw), rep, wu)
+        times, got = measure(lambda: ld.accuracy(x, t, **kw))
         check_scalar((case.name, f, "lossdiag"), "accuracy", got, ref, 0.0, atol)
         self._add(case, f, "lossdiag", times, nb)
         if tim is not None:
-            times, got = measure(tim.accuracy, rep, wu)
+            times, got = measure(tim.accuracy)
             check_scalar((case.name, f, "torch"), "accuracy", got, ref, 0.0, atol)
             self._add(case, f, "torch", times, nb)
 
         # cross_entropy_grad
         f = "cross_entropy_grad"
-        times, (ref_loss, ref_grad) = measure(lambda: np_cross_entropy_grad(x, t, ax, ii), rep, wu)
+        times, (ref_loss, ref_grad) = measure(lambda: np_cross_entropy_grad(x, t, ax, ii))
         self._add(case, f, "numpy", times, 2 * nb)
-        times, (loss, grad) = measure(lambda: ld.cross_entropy_grad(x, t, **kw), rep, wu)
+        times, (loss, grad) = measure(lambda: ld.cross_entropy_grad(x, t, **kw))
         check_scalar((case.name, f, "lossdiag"), "loss", loss, ref_loss, LOSS_RTOL, 1e-7)
         check_grad((case.name, f, "lossdiag"), grad, ref_grad)
         del grad
         self._add(case, f, "lossdiag", times, 2 * nb)
         times, (loss, grad) = measure(lambda: ld.cross_entropy_grad(buf, t, out=buf, **kw),
-                                      rep, wu, setup=restore)
+                                      setup=restore)
         check_scalar((case.name, f, "lossdiag out=logits"), "loss", loss, ref_loss, LOSS_RTOL,
                      1e-7)
         check_grad((case.name, f, "lossdiag out=logits"), buf, ref_grad)
         del grad
         self._add(case, f, "lossdiag out=logits", times, 2 * nb, note="in place")
         if tim is not None:
-            times, (loss, grad) = measure(tim.cross_entropy_grad, rep, wu)
+            times, (loss, grad) = measure(tim.cross_entropy_grad)
             check_scalar((case.name, f, "torch fwd+bwd"), "loss", loss, ref_loss, LOSS_RTOL, 1e-7)
             check_grad((case.name, f, "torch fwd+bwd"), grad.numpy(), ref_grad)
             del grad
@@ -635,13 +687,13 @@ class Runner:
 
         # evaluate
         f = "evaluate"
-        times, ref_ev = measure(lambda: np_evaluate(x, t, ax, ii, BINS), rep, wu)
+        times, ref_ev = measure(lambda: np_evaluate(x, t, ax, ii, BINS))
         self._add(case, f, "numpy", times, nb)
-        times, stats = measure(lambda: ld.evaluate(x, t, bins=BINS, **kw), rep, wu)
+        times, stats = measure(lambda: ld.evaluate(x, t, bins=BINS, **kw))
         check_eval((case.name, f, "lossdiag"), stats_to_eval(stats), ref_ev)
         self._add(case, f, "lossdiag", times, nb)
         if tim is not None:
-            times, got_ev = measure(tim.evaluate, rep, wu)
+            times, got_ev = measure(tim.evaluate)
             check_eval((case.name, f, "torch"), got_ev, ref_ev)
             self._add(case, f, "torch", times, nb)
 
@@ -652,7 +704,7 @@ class Runner:
             {"read limit": lambda: read_fn(x),
              "cross_entropy": lambda: ld.cross_entropy(x, t, **kw),
              "evaluate": lambda: ld.evaluate(x, t, bins=BINS, **kw)},
-            max(15, 3 * rep), wu)
+            max(15, 3 * rep), wu, min_warmup_s=self.min_warmup_s)
         self.log(f"  paired, read = {read_row.impl}: "
                  + format_paired({case.name: self.paired[case.name]}, False))
         other = monitor.value()
@@ -823,7 +875,8 @@ def format_markdown(rows: list[Row]) -> str:
 
 
 def format_header(info: dict[str, Any], titles: list[str], preset: str, repeats: int,
-                  warmup: int, markdown: bool) -> str:
+                  warmup: int, markdown: bool, min_time: float = 0.0,
+                  min_warmup: float = 0.0) -> str:
     """Machine and configuration description."""
     ldi = info["lossdiag"]
     items = [
@@ -833,7 +886,8 @@ def format_header(info: dict[str, Any], titles: list[str], preset: str, repeats:
         f"lossdiag.info(): {ldi}",
         f"threads: {info['threads']} (lossdiag and torch); Python {info['python']}, "
         f"NumPy {info['numpy']}, torch {info['torch'] or 'not installed'}",
-        f"preset {preset}: median of {repeats} repeats after {warmup} warm-up",
+        f"preset {preset}: median of >= {repeats} timed calls and >= {min_time:g} s of them, "
+        f"after >= {warmup} warm-up calls and >= {min_warmup:g} s of them",
     ] + [f"case {s}" for s in titles]
     busy = info.get("busy_cpus_before_run")
     if busy is not None and busy > 0.3:
@@ -888,7 +942,12 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="toy shapes (smoke test of the harness; timings are meaningless)")
     p.add_argument("--threads", type=int, default=None,
                    help="threads for lossdiag and torch (default: lossdiag's current setting)")
-    p.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement")
+    p.add_argument("--repeats", type=int, default=None,
+                   help="minimum number of timed calls per measurement")
+    p.add_argument("--min-time", type=float, default=None, metavar="SECONDS",
+                   help="time each measurement for at least SECONDS in all (full preset: 1.0)")
+    p.add_argument("--min-warmup", type=float, default=None, metavar="SECONDS",
+                   help="warm up each measurement for at least SECONDS (full preset: 0.5)")
     p.add_argument("--cases", default=",".join(CASES),
                    help=f"comma separated subset of {','.join(CASES)}")
     p.add_argument("--no-torch", action="store_true", help="skip the torch baseline")
@@ -914,6 +973,9 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
         p.error("--repeats must be >= 1")
     if args.retries < 0 or args.quiet_wait < 0:
         p.error("--retries and --quiet-wait must be >= 0")
+    if (args.min_time is not None and args.min_time < 0) or (
+            args.min_warmup is not None and args.min_warmup < 0):
+        p.error("--min-time and --min-warmup must be >= 0")
     return args
 
 
@@ -1034,6 +1096,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     preset = PRESETS[preset_name]
     repeats = args.repeats or preset["repeats"]
     warmup = preset["warmup"]
+    min_time = preset["min_time_s"] if args.min_time is None else args.min_time
+    min_warmup = preset["min_warmup_s"] if args.min_warmup is None else args.min_warmup
 
     old_ld_threads = ld.get_num_threads()
     old_torch_threads = torch.get_num_threads() if torch is not None else None
@@ -1052,7 +1116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"(OpenMP threads suffer most when a core is taken)")
 
     mem = MemoryLimit(getattr(ld, "_core", None), threads)
-    runner = Runner(ld, torch, mem, repeats, warmup, log)
+    runner = Runner(ld, torch, mem, repeats, warmup, log, min_warmup_s=min_warmup,
+                    min_time_s=min_time)
     titles: list[str] = []
     t_start = time.perf_counter()
     try:
@@ -1077,7 +1142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info["busy_cpus_before_run"] = load0
     info["other_cpus_during_case"] = runner.other_load
     md = args.markdown
-    print(format_header(info, titles, preset_name, repeats, warmup, md))
+    print(format_header(info, titles, preset_name, repeats, warmup, md, min_time, min_warmup))
     print()
     print(format_markdown(rows) if md else format_plain(rows))
     print()
@@ -1097,6 +1162,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.json:
         payload = {
             "machine": info, "preset": preset_name, "repeats": repeats, "warmup": warmup,
+            "min_time_s": min_time, "min_warmup_s": min_warmup,
             "cases": titles, "elapsed_s": elapsed,
             "results": [asdict(r) for r in rows],
             "paired": runner.paired,
