@@ -389,9 +389,8 @@ struct CE {
   // Segment accumulators: per-lane sums combined in lane order at the end of the segment.
   struct SegAcc {
     alignas(64) double nll[B], smooth[B], w[B], lsum[B], tp[B], ent[B];
-    alignas(64) int64_t below[B];
     void zero() {
-      for (int j = 0; j < B; ++j) { nll[j] = 0; smooth[j] = 0; w[j] = 0; lsum[j] = 0; tp[j] = 0; ent[j] = 0; below[j] = 0; }
+      for (int j = 0; j < B; ++j) { nll[j] = 0; smooth[j] = 0; w[j] = 0; lsum[j] = 0; tp[j] = 0; ent[j] = 0; }
     }
   };
   static constexpr int kSub = 4;  // copies of the statistics (see SlabStore)
@@ -865,8 +864,7 @@ struct CE {
     {
       int64_t cnt = 0, nfv = 0, nfr = 0, nbl = 0;
       for (int q = 0; q < VN; ++q) { cnt += n_cnt[q]; nfv += n_nfv[q]; nfr += n_nfr[q]; hits += n_hit[q]; nbl += n_bl[q]; }
-      acc.below[0] += nbl;
-      sa.r.count += cnt; sa.r.nonfinite += nfv; sa.r.nonfinite_rows += nfr;
+      sa.r.count += cnt; sa.r.nonfinite += nfv; sa.r.nonfinite_rows += nfr; sa.r.below_inv_e += nbl;
     }
     if (DEFER) {
       th.pn += nb;
@@ -1015,9 +1013,9 @@ struct CE {
     sa.r.nll_sum += nll; sa.r.smooth_sum += sm; sa.r.wsum += ws;
     if (STATS) {
       if (th.pn) flush(th, sa);
-      double tp = 0, en = 0; int64_t bl = 0;
-      for (int j = 0; j < B; ++j) { tp += acc.tp[j]; en += acc.ent[j]; bl += acc.below[j]; }
-      sa.r.true_prob_sum += tp; sa.r.entropy_sum += en; sa.r.below_inv_e += bl;
+      double tp = 0, en = 0;
+      for (int j = 0; j < B; ++j) { tp += acc.tp[j]; en += acc.ent[j]; }
+      sa.r.true_prob_sum += tp; sa.r.entropy_sum += en;
     }
     if (ps_seg) {
       const int64_t n = e0 / a.S;

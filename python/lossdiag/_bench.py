@@ -448,7 +448,7 @@ def measure(fn: Callable[[], Any], repeats: int, warmup: int,
     """
     first: Any = None
     times: list[float] = []
-    cap = max(repeats, MAX_CALLS_PER_REPEAT * repeats)
+    cap = MAX_CALLS_PER_REPEAT * repeats
     warm = timed = 0.0
     i = 0
     while True:
