@@ -254,7 +254,6 @@ def test_tensorboard_keras_layout():
     ("malformed_empty.csv", "file is empty"),
     ("malformed_header_only.csv", "header but no data rows"),
     ("malformed_ragged.csv", "line 3 has 2 fields"),
-    ("malformed_text.csv", "'abc' is not a number"),
     ("malformed_truncated.json", "invalid JSON"),
     ("malformed_hf_state.json", "no training or evaluation entries"),
     ("malformed_no_metrics.csv", "no recognisable metric"),
@@ -264,6 +263,18 @@ def test_malformed_files_name_the_file_and_expectation(name, match):
     with pytest.raises(HistoryFormatError, match=match) as info:
         History.from_path(LOGS / name)
     assert name in str(info.value) and "expected" in str(info.value)
+
+
+def test_text_cells_are_missing_and_text_columns_ignored_with_a_note(tmp_path):
+    h = History.from_path(LOGS / "malformed_text.csv")
+    assert h.train["loss"][0] == 1.2 and np.isnan(h.train["loss"][1])
+    assert any("'abc'" in n and "missing" in n for n in h.meta["notes"])
+    p = tmp_path / "run.csv"
+    p.write_text("epoch,time,loss,val_loss\n0,2024-01-01 10:00,1.0,1.1\n1,2024-01-01 10:05,0.8,"
+                 "0.9\n2,2024-01-01 10:09,0.7,0.85\n")
+    h = History.from_path(p)
+    assert h.keys() == ["train/loss", "val/loss"]
+    assert any("'time' holds text" in n for n in h.meta["notes"])
 
 
 def test_missing_path_and_unknown_directory(tmp_path):
