@@ -14,6 +14,7 @@ are reduced to bins first, so each check costs microseconds.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -296,6 +297,85 @@ def pct(v: float, digits: int = 3) -> str:
     """A fraction as a percentage string."""
     return f"{fmt(100.0 * v, digits)}%"
 
+# --------------------------------------------------------------------------------------------
+# statistics relative to a curve's own scale and noise
+# --------------------------------------------------------------------------------------------
+
+
+def log_floor(y: np.ndarray) -> float:
+    """A floor under which loss values count as ~0 (for log-scale statistics): 1e-3 of the
+    curve's typical early level, so that a loss that converged to 0.0001 or exactly 0 reads as
+    flat, not as a 10x swing of rounding noise."""
+    y = np.asarray(y, dtype=np.float64)
+    pos = y[np.isfinite(y) & (y > 0)]
+    if pos.size == 0:
+        return 1e-12
+    head = pos[: max(3, pos.size // 5)]
+    return max(1e-3 * float(np.median(head)), 1e-12)
+
+
+def log_values(y: np.ndarray, floor: float | None = None) -> np.ndarray:
+    """``log(max(y, floor))``: losses on the scale where changes are relative."""
+    y = np.asarray(y, dtype=np.float64)
+    f = log_floor(y) if floor is None else floor
+    return np.log(np.maximum(y, f))
+
+
+def rel_noise(y: np.ndarray) -> float:
+    """Relative noise of a positive curve: the robust noise sigma of ``log y`` (trend-free,
+    from second differences; ~0.05 means the curve jumps by about 5 % from point to point).
+
+    >>> rng = np.random.default_rng(1)
+    >>> y = np.exp(-np.arange(60) / 20) * np.exp(0.05 * rng.standard_normal(60))
+    >>> 0.03 < rel_noise(y) < 0.07
+    True
+    """
+    y = np.asarray(y, dtype=np.float64)
+    if len(y) < 4:
+        return math.nan
+    return noise_sigma(log_values(y))
+
+
+def spikes(y: np.ndarray, min_rise: float, *, width: int = 3) -> list[tuple[int, float]]:
+    """Points that stand above the curve on *both* sides: ``y[i]`` at least ``1 + min_rise``
+    times the median of the ``width`` points before it and of the ``width`` points after it.
+
+    Unlike a deviation from a running median this does not fire on a falling trend (an early
+    point is above what follows but not above what precedes it).  Returns ``(index, ratio)``.
+
+    >>> spikes(np.array([1.0, 0.9, 0.8, 2.0, 0.7, 0.65, 0.6]), 0.5)
+    [(3, 2.5)]
+    """
+    y = np.asarray(y, dtype=np.float64)
+    n = len(y)
+    out = []
+    for i in range(1, n - 1):
+        left = y[max(0, i - width): i]
+        right = y[i + 1: i + 1 + width]
+        base = max(float(np.median(left)), float(np.median(right)))
+        if base > 0 and y[i] >= (1.0 + min_rise) * base:
+            out.append((i, float(y[i] / base)))
+    return out
+
+
+def trend(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """``(Theil-Sen slope, Spearman correlation with time)`` of a segment."""
+    if len(x) < 2:
+        return math.nan, math.nan
+    return theil_sen(x, y)[0], spearman(x, y)
+
+
+def robust_end(y: np.ndarray, k: int) -> float:
+    """Level at the end of a curve: the median of its last ``k`` points."""
+    y = np.asarray(y, dtype=np.float64)
+    return float(np.median(y[-max(1, min(k, len(y))):]))
+
+
+def pinned(y: np.ndarray, tol: float) -> bool:
+    """All values within ``tol`` of each other (a metric stuck at one value)."""
+    y = np.asarray(y, dtype=np.float64)
+    return len(y) >= 2 and float(np.ptp(y)) <= tol
+
 
 # --------------------------------------------------------------------------------------------
 # the run view
@@ -311,6 +391,7 @@ class Series:
     y: np.ndarray
     raw_n: int  # points before binning
     nonfinite_at: float | None = None  # x of the first logged non-finite value, if any
+    per_step: bool = False  # minibatch-level values (noisy by nature), not per-epoch means
 
     def __len__(self) -> int:
         return len(self.x)
@@ -326,10 +407,19 @@ class Series:
     def smoothed(self, window: int) -> np.ndarray:
         return smooth(self.y, window)
 
+    def since(self, x0: float) -> Series:
+        """The part of the curve at or after ``x0``."""
+        sel = self.x >= x0
+        return Series(self.key, self.x[sel], self.y[sel], int(sel.sum()), self.nonfinite_at,
+                      self.per_step)
 
+
+# Accuracy-like metrics in order of preference for "the score" of a run.
 _SCORE_PRIORITY = ("accuracy", "balanced_accuracy", "mean_iou", "iou", "mean_dice", "dice",
-                   "f1", "auc", "auroc")
-_NOT_PRIMARY_LOSS = ("ece", "mce", "entropy", "brier")
+                   "f1", "f1_macro", "macro_f1", "auc", "auroc", "matthews_correlation", "mcc")
+# Scores that trade off against each other: never "the score" alone.
+_PARTIAL_SCORES = ("precision", "recall", "sensitivity", "specificity")
+_NOT_PRIMARY_LOSS = ("ece", "mce", "mean_entropy", "brier")
 
 
 @dataclass
@@ -343,7 +433,10 @@ class RunView:
     val_loss: Series | None = None
     train_score: Series | None = None
     val_score: Series | None = None
+    val_scores: dict[str, Series] = field(default_factory=dict)
     lr: Series | None = None
+    grad_norm: Series | None = None
+    train_steps: Series | None = None  # per-step training loss (x in the view's unit)
     score_name: str | None = None
     loss_name: str | None = None
     score_percent: bool = False
@@ -384,6 +477,13 @@ class RunView:
         i = int(np.searchsorted(self.lr.x, x, side="right")) - 1
         return float(self.lr.y[max(i, 0)])
 
+    def lr_finished(self, share: float = 0.05) -> bool:
+        """The learning-rate schedule has run down (last LR <= ``share`` of its peak)."""
+        if self.lr is None or len(self.lr) < 3:
+            return False
+        peak = float(np.max(self.lr.y))
+        return peak > 0 and float(self.lr.y[-1]) <= share * peak
+
     def stats_at(self, x: float) -> Mapping[str, Any] | None:
         """Statistics of the epoch nearest to ``x`` (None when there are none)."""
         if not self.stats:
@@ -404,41 +504,65 @@ class RunView:
         return np.array(xs), np.array(ys)
 
 
-def _pick(names: Sequence[str], direction: str) -> str | None:
-    cands = [n for n in names if metric_direction(n) == direction]
+def _base_name(name: str) -> str:
+    """``f1_1`` -> ``f1``; ``iou_class3`` -> ``iou``: per-class variants of one metric."""
+    m = re.match(r"^(.*?)[_\-/]?(?:class_?)?\d+$", name)
+    return m.group(1) if m and m.group(1) else name
+
+
+def _pick_loss(names: Sequence[str]) -> str | None:
+    cands = [n for n in names if metric_direction(n) == "min"]
     if not cands:
         return None
-    if direction == "min":
-        if "loss" in cands:
-            return "loss"
-        lossy = [n for n in cands if "loss" in n]
-        if lossy:
-            return lossy[0]
-        cands = [n for n in cands if not any(w in n for w in _NOT_PRIMARY_LOSS)]
-        return cands[0] if cands else None
-    for p in _SCORE_PRIORITY:
-        if p in cands:
-            return p
-    return cands[0]
+    if "loss" in cands:
+        return "loss"
+    cands = [n for n in cands if not any(n == w or n.endswith("_" + w) or n.startswith(w + "_")
+                                         for w in _NOT_PRIMARY_LOSS)] or []
+    lossy = [n for n in cands if "loss" in n]
+    if lossy:
+        return min(lossy, key=len)
+    for w in ("cross_entropy", "crossentropy", "nll", "xent", "ce", "bce"):
+        if w in cands:
+            return w
+    return cands[0] if cands else None
+
+
+def _score_rank(name: str) -> tuple[int, int]:
+    base = _base_name(name)
+    for i, p in enumerate(_SCORE_PRIORITY):
+        if name == p:
+            return (i, 0)
+        if base == p:
+            return (i, 1)
+    return (len(_SCORE_PRIORITY), 0)
 
 
 def build_view(history: History, num_classes: int | None, th: Thresholds) -> RunView:
     """Choose the curves to analyse and gather levels, statistics and notes."""
     view = RunView(history=history, th=th)
-    use_steps = False
-    ep_keys = [k for k in history.keys("epoch") if k != "lr"]
-    st_keys = [k for k in history.keys("step") if k != "lr"]
+    view.notes.extend(str(n) for n in history.meta.get("notes", []) or [])
+    ep_keys = [k for k in history.keys("epoch") if k not in ("lr", "grad_norm")]
+    st_keys = [k for k in history.keys("step") if k not in ("lr", "grad_norm")]
 
-    def has_loss(keys: list[str], level: str) -> bool:
+    def n_loss(keys: list[str], level: str, split: str | None = None) -> int:
+        best = 0
         for k in keys:
+            if split is not None and not k.startswith(split + "/"):
+                continue
             if metric_direction(k.split("/", 1)[-1]) == "min":
                 _, v, p = history.column(k, level)
-                if np.count_nonzero(p) >= th.min_points:
-                    return True
-        return False
+                best = max(best, int(np.count_nonzero(p)))
+        return best
 
-    if not has_loss(ep_keys, "epoch") and has_loss(st_keys, "step"):
-        use_steps = True
+    # which level the trends are read on: per-epoch records when there are enough of them,
+    # per-step records otherwise (converted to epochs where each step's epoch is known)
+    ep_n, st_n = n_loss(ep_keys, "epoch"), n_loss(st_keys, "step")
+    step_epochs = history.step_epochs if history.has_steps else np.zeros(0)
+    steps_in_epochs = bool(step_epochs.size) and bool(np.isfinite(step_epochs).all())
+    use_steps = ep_n < 3 and st_n >= 3 and not (steps_in_epochs and ep_n >= 1
+                                                 and n_loss(ep_keys, "epoch", "val") >= 3)
+    if use_steps and steps_in_epochs and n_loss(ep_keys, "epoch", "val") >= 1:
+        use_steps = False  # keep the validation records; training loss comes from the steps
     level = "step" if use_steps else "epoch"
     view.unit = level
     keys = st_keys if use_steps else ep_keys
@@ -453,7 +577,7 @@ def build_view(history: History, num_classes: int | None, th: Thresholds) -> Run
             bad = p & ~np.isfinite(v)
             if not bad.any():
                 continue
-            direction = metric_direction(name)
+            direction = "min" if k == "grad_norm" else metric_direction(name)
             if direction == "min":
                 i = int(np.argmax(bad))
                 view.nonfinite.append((k, lv, float(x[i]), float(v[i])))
@@ -466,22 +590,22 @@ def build_view(history: History, num_classes: int | None, th: Thresholds) -> Run
 
     train_names = [k.split("/", 1)[1] for k in keys if k.startswith("train/")]
     val_names = [k.split("/", 1)[1] for k in keys if k.startswith("val/")]
-    loss = _pick(train_names, "min") or _pick(val_names, "min")
-    if loss is not None and loss not in train_names and loss not in val_names:
-        loss = None
+    loss = _pick_loss(train_names) or _pick_loss(val_names)
+    val_alias: str | None = None
+    if loss is not None and loss not in val_names and loss in train_names:
+        # a validation loss logged under a name without "loss" (validation_epoch_average ...)
+        val_alias = _unnamed_val_loss(history, level, loss, val_names, view)
     view.loss_name = loss
-    usable_scores = [n for n in set(train_names) | set(val_names)
-                     if _score_usable(history, level, n, train_names, val_names)]
-    score = _pick(sorted(usable_scores, key=lambda n: (n not in val_names, n)), "max")
-    view.score_name = score
 
-    def series(split: str, name: str | None, *, is_score: bool = False) -> Series | None:
+    def series(split: str, name: str | None, *, is_score: bool = False,
+               lv: str | None = None) -> Series | None:
         if name is None:
             return None
+        lv = lv or level
         key = f"{split}/{name}"
-        if key not in history.keys(level):
+        if key not in history.keys(lv):
             return None
-        x, v, p = history.column(key, level)
+        x, v, p = history.column(key, lv)
         good = p & np.isfinite(v)
         bad = p & ~np.isfinite(v)
         nf = float(x[int(np.argmax(bad))]) if bad.any() else None
@@ -497,26 +621,86 @@ def build_view(history: History, num_classes: int | None, th: Thresholds) -> Run
                 ys = ys / 100.0
                 view.score_percent = True
         xs, ys = binned(xs, ys, th.max_points)
-        return Series(key, xs, ys, raw_n, nf)
+        return Series(key, xs, ys, raw_n, nf, per_step=(lv == "step"))
 
     view.train_loss = series("train", loss)
-    view.val_loss = series("val", loss)
+    view.val_loss = series("val", val_alias or loss)
+    # per-step training loss, in the view's unit (epochs when each step's epoch is known)
+    if history.has_steps and loss is not None:
+        s = series("train", loss, lv="step")
+        if s is not None and level == "epoch":
+            if steps_in_epochs:
+                sx = _steps_to_epochs(history)
+                xs_all, v_all, p_all = history.column(f"train/{loss}", "step")
+                good = p_all & np.isfinite(v_all)
+                if s.nonfinite_at is not None:
+                    good &= xs_all < s.nonfinite_at
+                xe, ye = binned(sx[good], v_all[good], th.max_points)
+                s = Series(s.key, xe, ye, int(good.sum()), s.nonfinite_at, per_step=True)
+            else:
+                s = None
+        view.train_steps = s
+        t = view.train_loss
+        if (level == "epoch" and s is not None and len(s) >= 3
+                and (t is None or (len(t) < 8 and len(s) >= 2 * len(t)))):
+            view.train_loss = s
+            view.notes.append(f"the training loss is read on its {s.raw_n} per-step records "
+                              f"(only {0 if t is None else len(t)} per-epoch values)")
+    # the score: prefer accuracy-like metrics; skip constant (broken) metrics when a varying
+    # one exists; among per-class variants (f1_0, f1_1) take the hardest class
+    cands: dict[str, Series] = {}
+    for nm in sorted(set(val_names)):
+        if metric_direction(nm) != "max" or _base_name(nm) in _PARTIAL_SCORES or \
+                nm in _PARTIAL_SCORES:
+            continue
+        s = series("val", nm, is_score=True)
+        if s is not None and len(s) >= 2:
+            cands[nm] = s
+    varying = {k: s for k, s in cands.items() if float(np.ptp(s.y)) > 1e-9}
+    if varying and len(varying) < len(cands):
+        for k in sorted(set(cands) - set(varying)):
+            if len(cands[k]) >= 3:
+                view.notes.append(f"'val/{k}' has the same value ({fmt(cands[k].y[0], 4)}) "
+                                  f"in every {level}: a broken metric? Read "
+                                  f"'{sorted(varying, key=_score_rank)[0]}' instead")
+        cands = varying
+    view.val_scores = cands
+    score = None
+    if cands:
+        groups: dict[tuple[int, int], list[str]] = {}
+        for k in cands:
+            groups.setdefault(_score_rank(k), []).append(k)
+        best_group = groups[min(groups)]
+        score = min(best_group, key=lambda k: (float(np.median(cands[k].y)), k))
+    else:
+        tr = [nm for nm in train_names if metric_direction(nm) == "max"
+              and _base_name(nm) not in _PARTIAL_SCORES]
+        if tr:
+            score = min(tr, key=_score_rank)
+    view.score_name = score
+    view.val_score = cands.get(score) if score is not None else None
     view.train_score = series("train", score, is_score=True)
-    view.val_score = series("val", score, is_score=True)
     if view.score_percent:
         view.notes.append(f"'{score}' looks like a percentage (max > 1): read as value/100")
-    if level == "epoch" and len(history.keys("step")) and use_steps is False:
+    if level == "epoch" and history.has_steps and view.train_loss is not view.train_steps:
         view.notes.append("per-step records present: trends are read on the per-epoch "
                           "records, non-finite values on both")
     if use_steps and len(history.epochs) == 0:
         view.notes.append("per-step log without per-epoch records: curves are reduced to "
                           f"at most {th.max_points} bins (median per bin); spans are in steps")
-    lr_key = "lr"
-    if lr_key in history.keys(level):
-        x, v, p = history.column(lr_key, level)
-        ok = p & np.isfinite(v)
-        if ok.any():
-            view.lr = Series("lr", x[ok], v[ok], int(ok.sum()))
+    for key, attr in (("lr", "lr"), ("grad_norm", "grad_norm")):
+        src_level = level
+        if key not in history.keys(level) and level == "epoch" and history.has_steps and \
+                key in history.keys("step") and steps_in_epochs:
+            src_level = "step"
+        if key in history.keys(src_level):
+            x, v, p = history.column(key, src_level)
+            if src_level == "step" and level == "epoch":
+                x = _steps_to_epochs(history)
+            ok = p & np.isfinite(v)
+            if ok.any():
+                setattr(view, attr, Series(key, x[ok], v[ok], int(ok.sum()),
+                                           per_step=src_level == "step"))
 
     # classes, statistics, label frequencies
     stats = history.stats
@@ -548,12 +732,51 @@ def build_view(history: History, num_classes: int | None, th: Thresholds) -> Run
     return view
 
 
-def _score_usable(history: History, level: str, name: str, train_names: list[str],
-                  val_names: list[str]) -> bool:
-    """A score curve with at least one finite value (an all-NaN metric is ignored)."""
-    for split, names in (("train", train_names), ("val", val_names)):
-        if name in names:
-            _, v, p = history.column(f"{split}/{name}", level)
-            if (p & np.isfinite(v)).any():
-                return True
-    return False
+def _steps_to_epochs(history: History) -> np.ndarray:
+    """Per-step records placed on the epoch axis.
+
+    Fractional epochs (Hugging Face) are used as they are; integer epochs (Lightning) are
+    spread over the epoch, so that the last step of epoch ``e`` sits at ``e`` like the
+    epoch's own record and the validation run that ends it.
+    """
+    ep = history.step_epochs.astype(np.float64)
+    if ep.size == 0 or not np.all(ep == np.round(ep)):
+        return ep
+    out = ep.copy()
+    for e in np.unique(ep):
+        idx = np.flatnonzero(ep == e)
+        k = idx.size
+        out[idx] = e - 1.0 + np.arange(1, k + 1) / k
+    return out
+
+
+def _unnamed_val_loss(history: History, level: str, loss: str, val_names: Sequence[str],
+                      view: RunView) -> str | None:
+    """A validation column whose name says nothing (``validation_epoch_average``) but that
+    behaves like the training loss: positive, within 10x of it, and falling with it."""
+    _, tv, tp = history.column(f"train/{loss}", level)
+    t = tv[tp & np.isfinite(tv)]
+    if t.size < 3 or not (t > 0).all():
+        return None
+    cands = []
+    for nm in val_names:
+        if metric_direction(nm) is not None:
+            continue
+        x, v, p = history.column(f"val/{nm}", level)
+        ok = p & np.isfinite(v)
+        y = v[ok]
+        if y.size < 3 or not (y > 0).all():
+            continue
+        ratio = float(np.median(y) / np.median(t))
+        if not 0.1 <= ratio <= 10:
+            continue
+        xs = x[ok]
+        if spearman(xs, y) > -0.3 and y[0] <= 1.2 * float(np.min(y)):
+            continue  # not falling at all: probably not a loss
+        cands.append((abs(math.log(ratio)), nm))
+    if len(cands) != 1:
+        return None
+    nm = cands[0][1]
+    view.notes.append(f"'val/{nm}' is read as the validation loss: its name does not say what "
+                      f"it is, but it has the scale of '{loss}' and falls with it")
+    return nm

@@ -1,10 +1,16 @@
-"""``loss-accuracy-decoupling``: validation loss roughly flat while accuracy rises (or the
-reverse).
+"""``loss-accuracy-decoupling``: validation loss flat or rising while accuracy still rises
+(or, more rarely, the reverse).
 
 Cross-entropy only looks at the probability of the true class; accuracy only at the argmax.
 With a loss above 1 the typical true-class probability ``exp(-loss)`` is below ``1/e``: the
 predictions are spread over several classes with close values, and small shifts flip argmaxes
-without moving the loss (seed 002).
+without moving the loss (seed 002).  Past its best epoch, the validation loss of an overfitting
+model rises because its remaining mistakes become confident, while more samples still cross to
+the right side of the decision boundary: the loss and the accuracy then disagree about which
+checkpoint is best.
+
+The check compares every accuracy-like validation metric after the best validation-loss epoch
+with its level there, relative to the metric's own noise.
 
 >>> import numpy as np
 >>> from lossdiag.history import History
@@ -23,75 +29,173 @@ from typing import Any
 
 import numpy as np
 
-from ._stats import RunView, SkipCheck, fmt, noise_sigma, pct, smooth
+from ._stats import (
+    RunView,
+    Series,
+    SkipCheck,
+    fmt,
+    log_values,
+    noise_sigma,
+    pct,
+    rel_noise,
+    running_median,
+    smooth,
+    spearman,
+)
 from .report import Finding, Recommendation
 
 CODE = "loss-accuracy-decoupling"
 
 
+def _window_gain(sc: Series, x0: float, x1: float, *, k0: int = 3) -> dict[str, Any] | None:
+    """Gain of a score over ``[x0, x1]``: the mean of its last third
+    against its first (up to) three points, relative to the score's noise."""
+    sel = (sc.x >= x0 - 1e-9) & (sc.x <= x1 + 1e-9)
+    sx, sy = sc.x[sel], sc.y[sel]
+    m = len(sy)
+    if m < 3:
+        return None
+    sig = noise_sigma(sc.y) if len(sc.y) >= 4 else math.nan
+    if not math.isfinite(sig):
+        sig = float(np.std(np.diff(sc.y))) / math.sqrt(2) if len(sc.y) >= 3 else 0.0
+    sig = max(sig, 1e-4)
+    k = max(1, m // 3)
+    k0 = min(k0, max(1, m // 4))
+    end = float(np.mean(sy[-k:]))
+    if k0 == 1:
+        # one epoch's value: the median with its neighbours, so a dip does not pass for a rise
+        i = int(np.flatnonzero(sel)[0])
+        first = float(np.median(sc.y[max(0, i - 1): i + 2]))
+    else:
+        first = float(np.mean(sy[:k0]))
+    z = (end - first) / (sig * math.sqrt(1.0 / k0 + 1.0 / k))
+    gain = end - first
+    rho = spearman(sx, sy) if m >= 3 else 1.0
+    err = max(1.0 - first, 1e-9) if first <= 1.0 else None
+    return {"score": sc.key, "at_best": first, "end": end, "gain": gain, "z": z,
+            "sigma": sig, "rho": rho, "error_cut": (gain / err) if err else None, "k": k}
+
+
+def _loss_change(x: np.ndarray, ly: np.ndarray, x0: float) -> float:
+    """Relative change of the validation loss over ``[x0, end]`` (last third vs first third)."""
+    sel = x >= x0 - 1e-9
+    w = ly[sel]
+    m = len(w)
+    k = max(1, m // 3)
+    return math.exp(float(np.mean(w[-k:])) - float(np.mean(w[:k]))) - 1.0
+
+
 def check(view: RunView) -> list[Finding]:
     th = view.th
-    v, sc = view.val_loss, view.val_score
+    v = view.val_loss
     if v is None:
         raise SkipCheck("no validation loss")
-    if sc is None:
+    if not view.val_scores:
         raise SkipCheck("no validation accuracy-like metric")
-    if len(v) < th.min_points or len(sc) < th.min_points:
-        raise SkipCheck(f"fewer than {th.min_points} validation points")
-    if "diverging" in view.found or view.found.get("stuck"):
+    if len(v) < 4:
+        raise SkipCheck(f"only {len(v)} validation points (need 4)")
+    st = view.found.get("stuck")
+    if "diverging" in view.found or (st and not st.get("val_only")):
         raise SkipCheck("the run diverges or is stuck")
     u = view.unit
-    x = v.x
+    x, y = v.x, v.y
     n = len(x)
-    w = th.smooth_window if n >= 3 * th.smooth_window else 3
-    lsm = smooth(v.y, w)
-    ssm = np.interp(x, sc.x, smooth(sc.y, w if len(sc) >= 3 * w else 3))
-    level = float(np.median(lsm))
-    lrange = float((lsm.max() - lsm.min()) / level) if level > 0 else math.inf
-    net = float((lsm[-1] - lsm[0]) / lsm[0]) if lsm[0] > 0 else math.inf
-    s0, s1 = float(ssm[0]), float(ssm[-1])
-    sig_s = noise_sigma(sc.y)
-    sig_s = sig_s if math.isfinite(sig_s) else 0.0
-    sig_l = noise_sigma(v.y)
+    ly = log_values(y)
+    base = running_median(ly, 3) if n >= 7 else ly
+    b = int(np.argmin(base[:-2]))
+    lo = max(0, b - 1)
+    b = lo + int(np.argmin(ly[lo: min(n - 2, b + 2)]))  # the raw best next to the smoothed one
+    x_best = float(x[b])
+    sig_l = rel_noise(y)
     sig_l = sig_l if math.isfinite(sig_l) else 0.0
-    rise = s1 - s0
+    k = int(min(max(2, round(n / 5)), n - 1 - b))
+    loss_change = math.exp(float(np.mean(ly[n - k:])) - float(base[b])) - 1.0
     train_fall = None
     if view.train_loss is not None and len(view.train_loss) >= 3:
         t = view.train_loss
         tsm = smooth(t.y, 3)
         train_fall = float((tsm[0] - tsm[-1]) / tsm[0]) if tsm[0] > 0 else 0.0
-    ev: dict[str, Any] = {"val_loss_first": float(lsm[0]), "val_loss_last": float(lsm[-1]),
-                          "val_loss_range": lrange, "score_first": s0, "score_last": s1,
-                          "score": sc.key}
+    learning = train_fall is None or train_fall >= th.decouple_train_fall
+    # windows in which the validation loss made little progress next to the score's: from
+    # its best epoch, from the earliest epoch whose level it is back at by the end, and the
+    # whole run
+    end_level = float(np.mean(ly[n - max(1, min(3, n // 4)):]))
+    no_net = np.flatnonzero(base <= end_level + 1e-12)
+    a0 = int(no_net[0]) if no_net.size else b
+    hits = []
+    for a in sorted({0, a0, b}):
+        m = n - a
+        if m < 4:
+            continue
+        # from the best epoch, that epoch's own value; from earlier starts, a short average
+        k0 = 1 if a == b else min(3, max(1, m // 4))
+        w = ly[a:]
+        first = float(np.mean(w[:k0]))
+        last = float(np.mean(w[-max(1, m // 3):]))
+        dl = math.exp(last - first) - 1.0
+        dip = 0.0 if a == b else math.exp(first - float(np.min(base[a:]))) - 1.0
+        for sc in view.val_scores.values():
+            g = _window_gain(sc, float(x[a]), float(x[-1]), k0=k0)
+            if g is None:
+                continue
+            rel = g["error_cut"] if g["error_cut"] is not None else 0.0
+            rel = min(1.0, max(rel, g["gain"] / abs(g["at_best"]) if g["at_best"] else 0.0))
+            practical = g["gain"] >= th.decouple_min_score_gain and (
+                g["error_cut"] is None or g["error_cut"] >= th.decouple_min_error_cut
+                or g["gain"] >= th.decouple_min_rel_gain * abs(g["at_best"]))
+            allowed = max(th.decouple_flat, sig_l, th.decouple_loss_per_score * rel)
+            # the loss must not have fallen much, overall or in a dip inside the window (a
+            # dip is a healthy learning phase that the score rise belongs to)
+            if dl < -allowed or dip > max(th.decouple_flat, sig_l) + 0.5 * allowed:
+                continue
+            if practical and g["z"] >= th.decouple_min_z and g["rho"] >= 0.3 and learning:
+                hits.append(dict(g, window_start=float(x[a]), loss_change=dl))
+    cause = None
+    ev: dict[str, Any] = {"val_loss_best_at": x_best, "val_loss_best": float(math.exp(base[b])),
+                          "val_loss_end_vs_best": loss_change, "val_loss_noise": sig_l}
     if train_fall is not None:
         ev["train_loss_fall"] = train_fall
-    learning = train_fall is None or train_fall >= th.decouple_train_fall
-    best_loss_x = float(x[int(np.argmin(lsm))])
-    best_score_x = float(sc.x[int(np.argmax(smooth(sc.y, 3)))])
-    cause = None
-    # "flat" is relative to what the accuracy did: a loss that falls by a small fraction of the
-    # relative accuracy gain has not followed it
-    allowed_fall = max(th.decouple_flat, th.decouple_loss_per_score * rise / max(s0, 1e-9))
-    if -allowed_fall <= net <= th.decouple_max_rise and lrange <= th.decouple_max_range \
-            and \
-            rise >= th.decouple_min_score_rise and \
-            rise >= 0.1 * max(s0, 1e-9) and rise >= th.noise_sigmas * sig_s and learning:
-        cause = "loss-flat-accuracy-rising"
+    if hits:
+        pri = view.score_name
+        g = next((h for h in hits if h["score"] == f"val/{pri}"), None) or \
+            max(hits, key=lambda h: h["z"])
+        sc = view.val_scores[g["score"].split("/", 1)[1]]
+        cause = ("loss-rising-accuracy-rising" if loss_change >= 0.05 and loss_change >=
+                 2 * sig_l else "loss-flat-accuracy-rising")
+        if cause == "loss-rising-accuracy-rising" and not view.found.get("overfitting"):
+            cause = "loss-flat-accuracy-rising"
+        x_best = g["window_start"]
+        loss_change = g["loss_change"]
+        ev.update({"from": x_best, "val_loss_change": loss_change,
+                   "score": g["score"], "score_at_best_loss": g["at_best"],
+                   "score_last": g["end"], "score_gain": g["gain"], "score_noise": g["sigma"],
+                   "z": g["z"]})
+        s0, s1 = g["at_best"], g["end"]
+        lsm = np.exp(base)
+        level = float(np.median(y[b:]))
     else:
-        # reverse case, read after the initial transient (the first fifth of the run), where
-        # a falling loss with a flat accuracy is expected of any healthy run
-        a = n // 5
-        fall = float((lsm[a] - lsm[-1]) / lsm[a]) if lsm[a] > 0 else 0.0
+        # reverse case, strict: a long run whose loss keeps falling a lot while its score does
+        # not move at all (well short of a perfect score)
+        sc = view.val_score
+        if sc is None or n < 10 or len(sc) < 10:
+            return []
+        a = 0
+        fall = float((math.exp(base[a]) - math.exp(base[-1])) / math.exp(base[a]))
+        ssm = np.interp(x, sc.x, smooth(sc.y, 3))
         drift = float(ssm[-1] - ssm[a])
-        if fall >= th.decouple_min_loss_fall and abs(drift) <= max(th.decouple_flat_score,
-                                                                     2 * sig_s) \
-                and lsm[a] - lsm[-1] >= th.noise_sigmas * sig_l \
-                and max(s0, s1) < 0.98 and learning:
-            cause = "loss-falling-accuracy-flat"
-            ev["val_loss_fall"] = fall
-            ev["from"] = float(x[a])
-    if cause is None:
-        return []
+        sig_s = noise_sigma(sc.y)
+        sig_s = sig_s if math.isfinite(sig_s) else 0.0
+        flat_score = (abs(drift) <= max(0.005, 2 * sig_s)
+                      and float(np.ptp(sc.y)) <= max(0.01, 2 * sig_s))
+        if not (fall >= th.decouple_min_loss_fall and flat_score and float(ssm[-1]) < 0.9
+                and fall >= 3 * sig_l and learning):
+            return []
+        cause = "loss-falling-accuracy-flat"
+        ev.update({"val_loss_fall": fall, "from": float(x[a]), "score": sc.key,
+                   "score_drift": drift})
+        s0, s1 = float(ssm[a]), float(ssm[-1])
+        lsm = np.exp(base)
+        level = float(np.median(y))
     st0 = view.stats_at(float(x[0])) if view.stats else None
     st1 = view.stats_at(float(x[-1])) if view.stats else None
     stats_txt = ""
@@ -113,21 +217,37 @@ def check(view: RunView) -> list[Finding]:
                               "small shift)")
             stats_txt += "."
     geo = math.exp(-level)
-    if cause == "loss-flat-accuracy-rising":
-        title = "validation accuracy rises while validation loss stays flat"
-        expl = (f"The validation loss stays around {fmt(level)} ({fmt(lsm[0])} -> {fmt(lsm[-1])})"
-                " while "
+    best_loss_x = x_best
+    best_score_x = float(sc.x[int(np.argmax(smooth(sc.y, 3)))])
+    if cause in ("loss-flat-accuracy-rising", "loss-rising-accuracy-rising"):
+        rising = cause == "loss-rising-accuracy-rising"
+        title = ("validation accuracy rises while validation loss rises" if rising else
+                 "validation accuracy rises while validation loss stays flat")
+        lv_txt = (f"rises {pct(loss_change)} above its best ({fmt(ev['val_loss_best'])} at {u} "
+                  f"{fmt(x_best)})" if rising else
+                  f"stays around {fmt(level)} after its best at {u} {fmt(x_best)}")
+        expl = (f"The validation loss {lv_txt} while "
                 f"'{sc.key}' rises from {fmt(s0)} to {fmt(s1)}"
                 + (f" and the training loss falls by {pct(train_fall)}" if train_fall else "")
-                + ". This is legitimate: cross-entropy only looks at the probability given to "
-                "the true class, accuracy only at which class has the largest probability. "
-                f"A loss of {fmt(level)} means the typical true-class probability is "
-                f"exp(-{fmt(level)}) = {fmt(geo)}"
-                + (", below 1/e = 0.368" if level > 1 else "")
-                + ": the predictions are spread over several classes with close values, so "
-                "small shifts move the argmax onto the right class (accuracy up) while other "
-                "samples become a bit more confidently wrong, and the average -log p_true "
-                "hardly moves." + stats_txt)
+                + ". Cross-entropy only looks at the probability given to the true class, "
+                "accuracy only at which class has the largest probability, so the two can "
+                "disagree. ")
+        if rising:
+            expl += ("Here more validation samples still cross to the right side of the "
+                     "decision boundary (the score rises) while the mistakes that remain become "
+                     "confident ones, which cross-entropy punishes without bound (-ln 0.05 = 3.0 "
+                     "against -ln 0.9 = 0.1): the model is overfitting in its probabilities "
+                     "before it overfits in its answers." + stats_txt)
+        else:
+            expl += (f"A loss of {fmt(level)} means the typical true-class probability is "
+                     f"exp(-{fmt(level)}) = {fmt(geo)}"
+                     + (", below 1/e = 0.368: the predictions are spread over several classes "
+                        "with close values, so small shifts move the argmax onto the right class "
+                        "(accuracy up) while other samples become a bit more confidently wrong, "
+                        "and the average -log p_true hardly moves." if level > 1 else
+                        ": most samples are already right, so new correct answers add little to "
+                        "the average while a few confident mistakes hold it up.")
+                     + stats_txt)
         recs = [Recommendation("Select checkpoints by the metric you care about",
                                f"ModelCheckpoint(monitor='val_{sc.name}', mode='max'): best "
                                f"{sc.name} at {u} {fmt(best_score_x)}, best loss at {u} "
@@ -144,7 +264,7 @@ def check(view: RunView) -> list[Finding]:
     else:
         title = "validation loss falls while accuracy stays flat"
         expl = (f"From {u} {fmt(ev['from'])} the validation loss fell by "
-                f"{pct(ev['val_loss_fall'])} ({fmt(lsm[n // 5])} -> {fmt(lsm[-1])}) while "
+                f"{pct(ev['val_loss_fall'])} ({fmt(lsm[n // 3])} -> {fmt(lsm[-1])}) while "
                 f"'{sc.key}' stayed at about {fmt(s1)}: the model is "
                 "becoming more confident on samples it already classifies correctly (and less "
                 "confident on its mistakes) without changing any argmax, so the loss improves "
@@ -156,5 +276,6 @@ def check(view: RunView) -> list[Finding]:
                                "larger model, more data, better features",
                                "the current model has stopped finding new correct answers")]
     view.found[CODE] = {"cause": cause}
-    return [Finding(CODE, "info", title, float(ev.get("from", x[0])), float(x[-1]), expl, ev, recs,
+    return [Finding(CODE, "info", title, float(ev.get("from", x_best)), float(x[-1]), expl, ev,
+                    recs,
                     cause=cause, unit=u, series=[v.key, sc.key])]

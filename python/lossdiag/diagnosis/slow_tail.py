@@ -29,10 +29,11 @@ from ._stats import (
     fmt,
     linfit,
     mad_sigma,
-    noise_sigma,
     pct,
+    rel_noise,
     running_median,
     smooth,
+    spearman,
     theil_sen,
 )
 from .report import Finding, Recommendation
@@ -64,36 +65,53 @@ def _cut_after_steps(view: RunView, x: np.ndarray, y: np.ndarray, start: int) ->
 
 def check(view: RunView) -> list[Finding]:
     th = view.th
-    need = 2 * th.min_points
     # the validation loss is what continuing training is for; the training loss otherwise
-    s = view.val_loss if view.val_loss is not None and len(view.val_loss) >= need \
+    s = view.val_loss if view.val_loss is not None and len(view.val_loss) >= 4 \
         else view.main_loss()
     if s is None:
         raise SkipCheck("no loss curve")
     n = len(s)
-    if n < need:
-        raise SkipCheck(f"only {n} loss values (need {need} to compare early and late rates)")
+    if n < 4:
+        raise SkipCheck(f"only {n} loss values (need 4)")
     if "diverging" in view.found or view.found.get("stuck"):
         raise SkipCheck("the run diverges or is stuck")
+    if view.nonfinite:
+        raise SkipCheck("a loss became NaN/inf (see 'non-finite')")
     of = view.found.get("overfitting")
     if of and of.get("cause") == "val-loss-rising":
         raise SkipCheck("validation loss already rises: continuing is not worth it "
                         "(see 'overfitting')")
     if np.any(s.y <= 0):
         raise SkipCheck("loss values are not positive")
+    if view.lr_finished(th.tail_lr_done):
+        raise SkipCheck("the learning-rate schedule ran down to <= 5 % of its peak: the run "
+                        "ended by design")
     u = view.unit
     x, y = s.x, s.y
     sm = smooth(y, th.smooth_window if n >= 3 * th.smooth_window else 3)
-    k = max(th.min_points, int(math.ceil(th.tail_fraction * n)))
-    start = _cut_after_steps(view, x, y, n - k)
-    if n - start < th.min_points:
-        raise SkipCheck("the tail after the last learning-rate step is too short")
+    sig = rel_noise(y)
+    sig = sig if math.isfinite(sig) else 0.0
+    # a straight line from start to end: no fast phase at all, and still going down
+    whole_slope, _, whole_r2 = linfit(x, y)
+    whole_rho = spearman(x, y)
+    drop_all = (float(y[0]) - float(y[-1])) / float(y[0])
+    linear_run = (n <= 30 and whole_r2 >= th.tail_linear_r2 and whole_rho <= -0.8
+                  and whole_slope < 0
+                  and drop_all >= max(0.03, 3 * sig))
+    if n < 2 * th.min_points and not linear_run:
+        return []
+    k = max(th.min_points if n >= 2 * th.min_points else 4, int(math.ceil(th.tail_fraction * n)))
+    start = _cut_after_steps(view, x, y, n - k) if not linear_run else 0
+    if n - start < 4:
+        return []
     tx, ty = x[start:], y[start:]
     t_level0, t_level1 = float(sm[start]), float(sm[-1])
     drop = (t_level0 - t_level1) / t_level0
-    sig = noise_sigma(y)
-    sig = sig if math.isfinite(sig) else 0.0
-    if drop < th.tail_min_drop or (t_level0 - t_level1) < th.noise_sigmas * sig:
+    tail_rho = spearman(tx, ty)
+    if drop < th.tail_min_drop and not linear_run:
+        return []
+    if (t_level0 - t_level1) / t_level0 < 3 * sig * math.sqrt(2.0 / max(1, n - start)) \
+            or tail_rho > -th.tail_min_consistency:
         return []
     slope, _ = theil_sen(tx, ty)
     level = float(np.median(ty))
@@ -102,13 +120,16 @@ def check(view: RunView) -> list[Finding]:
     head_rate = (float(y[0]) - float(sm[h_end])) / float(y[0]) / max(float(x[h_end] - x[0]), 1e-9)
     ratio = tail_rate / head_rate if head_rate > 0 else math.inf
     _, _, r2 = linfit(tx, ty)
-    linear = r2 >= th.tail_linear_r2
-    diminishing = ratio <= th.tail_rate_ratio
-    if not (diminishing or linear) or tail_rate <= 0:
+    diminishing = n >= th.tail_min_points and ratio <= th.tail_rate_ratio
+    # or a long tail that is itself a straight line (the loss creeps down at a constant rate)
+    linear_tail = n >= th.tail_min_points and len(tx) >= 8 and r2 >= 0.95
+    if not (diminishing or linear_run or linear_tail) or tail_rate <= 0:
         return []
     # fit in time since the start of training (1-based) so that the power law is defined
     t_all = x - x[0] + 1.0
     fits = fit_tail(t_all[start:], ty)
+    if linear_run:
+        fits = [f for f in fits if f.kind == "linear"] or fits
     span_run = float(x[-1] - x[0])
     horizon = max(5.0, round(th.tail_horizon * span_run))
     t_end = float(t_all[-1])

@@ -72,6 +72,34 @@ def _from_columns(d: Mapping[str, Any], source: str, *, epochs: Any = None,
     return h
 
 
+def _unprefixed_scores_are_validation(
+        grouped: dict[str, tuple[str, np.ndarray, np.ndarray]]) -> list[str]:
+    """In a log that prefixes its training loss (``train_loss``/``trainLoss``, not Keras style)
+    and has validation columns, an unprefixed score such as ``acc`` or ``dice`` with no
+    ``val_`` twin was measured on validation data: people compute metrics when they evaluate."""
+    raws = {k: raw for k, (raw, _, _) in grouped.items()}
+    explicit_train = any(k.startswith("train/") and split_metric_key(raw)[0] == "train" and
+                         split_metric_key(raw, default_split="none")[0] == "train"
+                         for k, raw in raws.items())
+    has_val = any(k.startswith("val/") for k in raws)
+    if not (explicit_train and has_val):
+        return []
+    notes = []
+    for k in list(grouped):
+        if not k.startswith("train/"):
+            continue
+        raw = grouped[k][0]
+        metric = k.split("/", 1)[1]
+        if split_metric_key(raw, default_split="none")[0] != "none":
+            continue  # explicitly prefixed
+        if metric_direction(metric) != "max" or f"val/{metric}" in grouped:
+            continue
+        grouped[f"val/{metric}"] = grouped.pop(k)
+        notes.append(f"column {raw!r} has no split prefix in a log that prefixes its training "
+                     f"loss: read as a validation metric")
+    return notes
+
+
 def _from_plain(cols: dict[str, tuple[np.ndarray, np.ndarray]], source: str,
                 mapping: Mapping[str, str] | None, *, num_classes: int | None,
                 fmt: str) -> History:
@@ -104,6 +132,7 @@ def _from_plain(cols: dict[str, tuple[np.ndarray, np.ndarray]], source: str,
                 xvals = cols.pop(hit)
                 break
     grouped = _group_columns(cols, source)
+    notes = _unprefixed_scores_are_validation(grouped)
     for k, (_, v, p) in grouped.items():
         renamed.setdefault(k, (v, p))
     if not any(k != "lr" and metric_direction(k.split("/", 1)[1]) for k in renamed):
@@ -120,6 +149,8 @@ def _from_plain(cols: dict[str, tuple[np.ndarray, np.ndarray]], source: str,
     if len(x) > 1 and np.any(np.diff(x) < 0):
         raise HistoryFormatError(source, f"the {xkey} column decreases", f"increasing {xkey}s")
     h = History(num_classes=num_classes, source=source, meta={"format": fmt})
+    if notes:
+        h.meta["notes"] = notes
     if xkey == "step":
         h._steps = _Table.from_arrays("step", x, renamed)
         h._step_epoch = [None] * len(x)
@@ -151,10 +182,10 @@ def _from_interleaved(cols: Mapping[str, tuple[np.ndarray, np.ndarray]], epoch: 
     for key, (raw, v, p) in grouped.items():
         per_epoch = np.bincount(inv[p], minlength=ne)
         rawl = raw.lower()
-        is_step = rawl.endswith("_step") or (per_epoch.max(initial=0) > 1
+        is_step = rawl.endswith(("_step", "_batch")) or (per_epoch.max(initial=0) > 1
                                              and not rawl.endswith("_epoch"))
         base = key
-        if base.endswith("_epoch") or base.endswith("_step"):
+        if base.endswith(("_epoch", "_step", "_batch")):
             base = base.rsplit("_", 1)[0]
         if is_step:
             step_cols[base] = (v, p)

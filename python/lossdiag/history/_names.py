@@ -19,14 +19,17 @@ _ALIASES = {
     "miou": "mean_iou",
     "mean_io_u": "mean_iou",
     "jaccard": "iou",
+    "dsc": "dice",
+    "dice_coefficient": "dice",
 }
+_CAMEL_RE = re.compile(r"^[a-z]+(?:[A-Z][a-z0-9]+)+$")  # trainLoss, valAcc, diceScore
 _LR_RE = re.compile(r"^(lr|learning_rate|learning-rate|learningrate)([-_/].*)?$", re.IGNORECASE)
 
 # Higher-is-better metrics ("scores") and lower-is-better ones ("losses"), recognised by name.
 _SCORE_WORDS = ("accuracy", "acc", "iou", "miou", "jaccard", "dice", "f1", "fscore", "f_score",
                 "fbeta", "auc", "auroc", "roc_auc", "auprc", "average_precision", "map",
                 "precision", "recall", "sensitivity", "specificity", "kappa", "mcc", "r2",
-                "top1", "top5", "top_1", "top_5", "bleu", "rouge", "correct")
+                "top1", "top5", "top_1", "top_5", "bleu", "rouge", "correct", "dsc")
 _LOSS_WORDS = ("loss", "nll", "ce", "cross_entropy", "crossentropy", "xent", "bce", "mse",
                "mae", "rmse", "l1", "l2", "error", "err", "perplexity", "ppl", "wer", "cer",
                "hinge", "kld", "kl", "huber", "ece", "mce", "brier", "entropy")
@@ -59,10 +62,14 @@ def split_metric_key(name: str, *, default_split: str = "train") -> tuple[str, s
     ('lr', 'lr')
     >>> split_metric_key("eval_runtime")
     ('other', 'runtime')
+    >>> split_metric_key("valLoss"), split_metric_key("train_loss_batch")
+    (('val', 'loss'), ('train', 'loss_batch'))
     """
     raw = name.strip()
     if _LR_RE.match(raw):
         return "lr", "lr"
+    if _CAMEL_RE.match(raw):
+        raw = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", raw)  # valLoss -> val_Loss
     low = raw.lower()
     split = default_split
     for p in _VAL_PREFIXES:
@@ -85,7 +92,7 @@ def split_metric_key(name: str, *, default_split: str = "train") -> tuple[str, s
                         split, low = "train", low[: -len(s)]
                         break
     suffix = ""
-    for suf in ("_epoch", "_step"):
+    for suf in ("_epoch", "_step", "_batch"):
         if low.endswith(suf) and len(low) > len(suf):
             low, suffix = low[: -len(suf)], suf
             break
