@@ -111,6 +111,7 @@ def diagnose(history: History | Any, *, num_classes: int | None = None,
     view = build_view(h, num_classes, th)
     findings: list[Finding] = []
     skipped: list[Skipped] = []
+    insufficient = _too_little(h, view)
     if view.main_loss() is None and not view.nonfinite:
         skipped.append(Skipped("all", "no loss-like curve in the history (names such as "
                                "loss, val_loss, nll, ...)"))
@@ -129,5 +130,24 @@ def diagnose(history: History | Any, *, num_classes: int | None = None,
         "prior_entropy": view.prior_entropy, "has_statistics": bool(view.stats),
         "has_validation": view.val_loss is not None, "counts": sev_counts,
         "seconds": round(time.perf_counter() - t0, 4),
+        "insufficient": insufficient if not findings else None,
     }
     return Diagnosis(findings, skipped, view.notes, summary, view)
+
+
+def _too_little(h: History, view: RunView) -> str | None:
+    """Why nothing can be judged from this history (None when something can)."""
+    if view.main_loss() is None and not view.nonfinite:
+        names = sorted({k.split("/", 1)[-1] for lv in ("epoch", "step") for k in h.keys(lv)})
+        if not names:
+            return (f"nothing was read ({len(h)} epochs, no metric columns); expected a loss "
+                    "curve such as loss / val_loss")
+        return ("no loss curve among the columns read (" + ", ".join(names[:12]) + "); "
+                "expected a loss column such as loss, val_loss, nll or cross_entropy, or a "
+                "mapping (CLI: --map val/loss=COLUMN)")
+    longest = max((len(s) for s in (view.train_loss, view.val_loss, view.train_steps)
+                   if s is not None), default=0)
+    if longest < 3 and not view.nonfinite:
+        return (f"only {longest} finite loss value(s) per curve; every check needs at least "
+                "3-4 points in one curve")
+    return None

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -348,14 +349,19 @@ def spikes(y: np.ndarray, min_rise: float, *, width: int = 3) -> list[tuple[int,
     """
     y = np.asarray(y, dtype=np.float64)
     n = len(y)
-    out = []
-    for i in range(1, n - 1):
-        left = y[max(0, i - width): i]
-        right = y[i + 1: i + 1 + width]
-        base = max(float(np.median(left)), float(np.median(right)))
-        if base > 0 and y[i] >= (1.0 + min_rise) * base:
-            out.append((i, float(y[i] / base)))
-    return out
+    if n < 3:
+        return []
+    w = int(width)
+    pad = np.concatenate([np.full(w, np.nan), y, np.full(w, np.nan)])
+    win = np.lib.stride_tricks.sliding_window_view(pad, w)
+    idx = np.arange(1, n - 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        left = np.nanmedian(win[idx], axis=1)  # y[i-w:i]
+        right = np.nanmedian(win[idx + w + 1], axis=1)  # y[i+1:i+1+w]
+    base = np.maximum(left, right)
+    hit = (base > 0) & (y[idx] >= (1.0 + min_rise) * base)
+    return [(int(i), float(y[i] / b)) for i, b in zip(idx[hit], base[hit])]
 
 
 def trend(x: np.ndarray, y: np.ndarray) -> tuple[float, float]:

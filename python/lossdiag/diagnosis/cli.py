@@ -5,7 +5,8 @@
 
 PATH is any supported training log (the format is detected) or a directory holding one.
 Exit status: 0 diagnosed; 1 a finding at or above ``--fail-on`` severity; 2 the log could not be
-read.
+read, held too little to judge (no loss column, too few points), or the report could not be
+written - with one line on standard error naming the file and what was expected.
 
 >>> import argparse
 >>> from lossdiag.diagnosis import cli
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 __all__ = ["add_parser", "run"]
@@ -71,33 +73,62 @@ def _mapping(items: list[str]) -> dict[str, str] | None:
     return out
 
 
+def _fail(msg: str) -> int:
+    print(f"lossdiag diagnose: error: {msg}", file=sys.stderr)
+    return 2
+
+
 def run(args: argparse.Namespace) -> int:
-    """Run ``lossdiag diagnose`` with parsed arguments; returns the exit status."""
+    """Run ``lossdiag diagnose`` with parsed arguments; returns the exit status.
+
+    Every failure ends in one line on standard error that names the file and what was
+    expected, with exit status 2: an unreadable log, a log with too little to judge, an output
+    path that cannot be written.
+    """
     from ..history import History, HistoryFormatError
     from . import diagnose
 
+    path = args.path
+    out = args.out
+    if out is not None:
+        op = Path(out)
+        if op.is_dir():
+            return _fail(f"--out {out}: is a directory (expected a file path)")
+        if not op.parent.is_dir():
+            return _fail(f"--out {out}: directory {str(op.parent)!r} does not exist")
     try:
         mapping = _mapping(list(getattr(args, "map", []) or []))
-        history = History.from_path(args.path, num_classes=args.num_classes, mapping=mapping)
-    except (HistoryFormatError, FileNotFoundError, ValueError, ImportError) as exc:
-        print(f"lossdiag diagnose: error: {exc}", file=sys.stderr)
-        return 2
-    d = diagnose(history, num_classes=args.num_classes)
+    except ValueError as exc:
+        return _fail(str(exc))
+    try:
+        history = History.from_path(path, num_classes=args.num_classes, mapping=mapping)
+        d = diagnose(history, num_classes=args.num_classes)
+    except (HistoryFormatError, FileNotFoundError, ImportError) as exc:
+        return _fail(str(exc))
+    except (ValueError, TypeError) as exc:
+        return _fail(f"{path}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - a CLI user gets one line, never a traceback
+        return _fail(f"{path}: could not be diagnosed ({type(exc).__name__}: {exc}); please "
+                     "report this with the file")
     fmt = args.format
-    out = args.out
-    if fmt == "html":
-        text = d.to_html(out)
-    elif fmt == "json":
-        text = d.to_json(out)
-    else:
-        text = str(d)
-        if out is not None:
-            with open(out, "w", encoding="utf-8") as fh:
-                fh.write(text + "\n")
+    try:
+        if fmt == "html":
+            text = d.to_html(out)
+        elif fmt == "json":
+            text = d.to_json(out)
+        else:
+            text = str(d)
+            if out is not None:
+                with open(out, "w", encoding="utf-8") as fh:
+                    fh.write(text + "\n")
+    except OSError as exc:
+        return _fail(f"--out {out}: cannot write ({exc.strerror or exc})")
     if out is None:
         sys.stdout.write(text + "\n")
     else:
         print(f"wrote {out}", file=sys.stderr)
+    if d.insufficient:
+        return _fail(f"{path}: too little to judge: {d.insufficient}")
     fail_on = getattr(args, "fail_on", None)
     if fail_on and d.at_least(fail_on):
         return 1

@@ -85,6 +85,61 @@ def _loss_change(x: np.ndarray, ly: np.ndarray, x0: float) -> float:
     return math.exp(float(np.mean(w[-k:])) - float(np.mean(w[:k]))) - 1.0
 
 
+def _loss_above_chance_accuracy_high(view: RunView) -> Finding | None:
+    """The validation loss is twice ln C or more (far worse than a uniform guess) while the
+    validation accuracy is far above chance: the two metrics contradict each other."""
+    v, sc = view.val_loss, view.val_score
+    c = view.num_classes
+    if v is None or sc is None or not c or len(v) < 3 or \
+            not sc.name.startswith(("accuracy", "balanced_accuracy")):
+        return None
+    osc = view.found.get("oscillating", {})
+    if osc.get("series") == v.key and osc.get("kind") == "noise":
+        return None  # a validation loss dominated by noise says little about its level
+    chance = math.log(c)
+    k = max(2, len(v) // 3)
+    x0 = float(v.x[len(v) - k])
+    loss_late = float(np.median(v.y[-k:]))
+    acc_late = float(np.median(sc.y[sc.x >= x0 - 1e-9])) if np.any(sc.x >= x0 - 1e-9) \
+        else float(sc.y[-1])
+    high = 1.0 / c + view.th.stuck_learned_accuracy * (1.0 - 1.0 / c)
+    if not (loss_late >= 2.0 * chance and acc_late >= high):
+        return None
+    u = view.unit
+    # a mean of -log p over samples: with a share e of errors at the end, each error costs on
+    # average about (loss - (1 - e) * small) / e nats, i.e. its true class got exp(-that)
+    err = max(1.0 - acc_late, 1e-6)
+    per_error = loss_late / err
+    ev = {"val_loss_late": loss_late, "chance_level": chance, "val_accuracy_late": acc_late,
+          "error_rate": err, "nats_per_error": per_error, "from": x0, "score": sc.key}
+    expl = (f"Over its last {k} {u}s the validation loss is {fmt(loss_late)}, "
+            f"{fmt(loss_late / chance, 2)}x ln C = {fmt(chance)} (the loss of a uniform guess "
+            f"over {c} classes), while "
+            f"'{sc.key}' is {fmt(acc_late)}. Both cannot describe the same typical prediction: "
+            "cross-entropy is a mean of -log p(true class) and one confident mistake can cost "
+            f"more than thousands of right answers. With {pct(err)} errors each error must "
+            f"average about {fmt(per_error)} nats, i.e. the true class gets a probability near "
+            f"exp(-{fmt(per_error)}): a few predictions are wildly overconfident, or the loss "
+            "itself blows up on some samples (a log of 0 in a hand-written loss, logits in "
+            "float16 that overflow, an ignore-label counted as a class, a mismatched label "
+            "encoding in the validation set).")
+    recs = [Recommendation("Find the samples that carry the loss",
+                           "sort validation samples by their loss; inspect the top 1%",
+                           "a handful of huge losses explains the mean"),
+            Recommendation("Compute the loss from logits, in float32",
+                           "CrossEntropyLoss on logits / from_logits=True; no log(softmax) by "
+                           "hand", "removes log(0) and overflow"),
+            Recommendation("Check validation labels and ignore_index",
+                           "labels in [0, C); ignored pixels excluded",
+                           "a wrong label costs -log of a tiny probability"),
+            Recommendation("Select checkpoints by accuracy, calibrate if you use probabilities",
+                           "temperature scaling", "the loss is not a faithful summary here")]
+    view.found[CODE] = {"cause": "loss-above-chance-accuracy-high"}
+    return Finding(CODE, "warning", "validation loss above chance level while accuracy is high",
+                   x0, float(v.x[-1]), expl, ev, recs, cause="loss-above-chance-accuracy-high",
+                   unit=u, series=[v.key, sc.key])
+
+
 def check(view: RunView) -> list[Finding]:
     th = view.th
     v = view.val_loss
@@ -97,6 +152,9 @@ def check(view: RunView) -> list[Finding]:
     st = view.found.get("stuck")
     if "diverging" in view.found or (st and not st.get("val_only")):
         raise SkipCheck("the run diverges or is stuck")
+    contradiction = _loss_above_chance_accuracy_high(view)
+    if contradiction is not None:
+        return [contradiction]
     u = view.unit
     x, y = v.x, v.y
     n = len(x)

@@ -217,7 +217,7 @@ def check(view: RunView) -> list[Finding]:
                            "averages the noise out of the final model")]
     if m["spikes"]:
         recs.append(Recommendation("Clip gradients", "max_norm=1.0", "tames the spikes"))
-    view.found[CODE] = {"series": key}
+    view.found[CODE] = {"series": key.split(" ")[0], "kind": m["kind"]}
     title = ("the curve is dominated by noise" if m["kind"] == "noise" else
              f"{len(m['spikes'])} spike(s) that come back down")
     return [Finding(CODE, "warning", title, m["from"], m["to"], expl, ev, recs,

@@ -153,6 +153,11 @@ class Diagnosis:
         return len(self.findings)
 
     @property
+    def insufficient(self) -> str | None:
+        """Why nothing could be judged (no loss curve, too few points), or None."""
+        return self.summary.get("insufficient")
+
+    @property
     def worst_severity(self) -> str | None:
         return self.findings[0].severity if self.findings else None
 
@@ -181,13 +186,16 @@ class Diagnosis:
         if s.get("has_statistics"):
             desc.append("validation statistics present")
         lines.append("Read: " + ", ".join(desc) + ".")
-        if not self.findings:
+        if not self.findings and self.insufficient:
+            lines.append("")
+            lines += _wrap("Too little to judge: " + self.insufficient + ".", "")
+        elif not self.findings:
             lines.append("")
             lines.append("No problems found: the curves look like a healthy run.")
         else:
             counts = s.get("counts", {})
-            lines.append("Found: " + ", ".join(f"{counts[k]} {k}" for k in reversed(SEVERITIES)
-                                               if counts.get(k)) + ".")
+            lines.append("Found: " + ", ".join(_plural(counts[k], k) for k in
+                                               reversed(SEVERITIES) if counts.get(k)) + ".")
             for f in self.findings:
                 lines.append("")
                 lines.append(str(f))
@@ -443,6 +451,13 @@ def _evidence_text(v: Any) -> str:
     if isinstance(v, (float, np.floating)):
         return fmt(float(v), 4)
     return str(v)
+
+
+def _plural(n: int, word: str) -> str:
+    """``2 warnings``, ``1 error``, ``3 info findings``."""
+    if word == "info":
+        return f"{n} info finding" + ("s" if n != 1 else "")
+    return f"{n} {word}" + ("s" if n != 1 else "")
 
 
 def _wrap(text: str, indent: str, cont: str | None = None, width: int = 98) -> list[str]:

@@ -31,6 +31,42 @@ def _group_columns(cols: Mapping[str, tuple[np.ndarray, np.ndarray]],
     return out
 
 
+def _ordered_rows(source: str, x: np.ndarray, xname: str, *,
+                  allow_repeats: bool = False) -> tuple[int, str | None]:
+    """Check that ``x`` (epochs or steps) only grows; returns ``(first row to keep, note)``.
+
+    A log that restarts from a lower value after a run of increasing rows holds several runs
+    (a CSVLogger appending to an old file): the last run is kept, with a note.  Rows out of
+    order, repeated epochs or non-finite values are an error naming the file and the row.
+    """
+    if len(x) == 0:
+        return 0, None
+    bad = np.flatnonzero(~np.isfinite(x))
+    if bad.size:
+        raise HistoryFormatError(source, f"{xname} {float(x[bad[0]])!r} at row {int(bad[0]) + 1}",
+                                 f"finite {xname} numbers")
+    d = np.diff(x)
+    if not allow_repeats:
+        rep = np.flatnonzero(d == 0)
+        if rep.size:
+            i = int(rep[0])
+            raise HistoryFormatError(source, f"{xname} {x[i]:g} appears twice (rows {i + 1} and "
+                                     f"{i + 2})", f"one row per {xname}")
+    down = np.flatnonzero(d < 0)
+    if down.size == 0:
+        return 0, None
+    starts = np.concatenate([[0], down + 1])
+    lengths = np.diff(np.concatenate([starts, [len(x)]]))
+    if lengths.min() < 2 or down.size > max(2, len(x) // 4):
+        i = int(down[0])
+        raise HistoryFormatError(source, f"{xname} decreases from {x[i]:g} to {x[i + 1]:g} at "
+                                 f"row {i + 2}", f"rows in increasing {xname} order")
+    first = int(starts[-1])
+    return first, (f"the {xname} restarts from {x[first]:g} at row {first + 1} after "
+                   f"{x[first - 1]:g}: the file holds {down.size + 1} runs; the last one "
+                   f"({len(x) - first} rows) is read")
+
+
 def _from_columns(d: Mapping[str, Any], source: str, *, epochs: Any = None,
                   num_classes: int | None = None, fmt: str) -> History:
     cols: dict[str, tuple[np.ndarray, np.ndarray]] = {}
@@ -62,12 +98,18 @@ def _from_columns(d: Mapping[str, Any], source: str, *, epochs: Any = None,
         if ep.shape != (n,):
             raise HistoryFormatError(source, f"{len(ep)} epochs for {n} values",
                                      "one epoch number per row")
+    keep, note = _ordered_rows(source, ep, "epoch")
+    if keep:
+        ep = ep[keep:]
+        cols = {k: (v[keep:], p[keep:]) for k, (v, p) in cols.items()}
     grouped = _group_columns(cols, source)
     if not any(k != "lr" and metric_direction(k.split("/", 1)[1]) for k in grouped):
         raise HistoryFormatError(source, f"no recognisable metric among columns {list(d)}",
                                  "columns such as loss, accuracy, val_loss, val_accuracy")
     table = _Table.from_arrays("epoch", ep, {k: (v, p) for k, (_, v, p) in grouped.items()})
     h = History(num_classes=num_classes, source=source, meta={"format": fmt})
+    if note:
+        h.meta["notes"] = [note]
     h._epochs = table
     return h
 
@@ -146,8 +188,11 @@ def _from_plain(cols: dict[str, tuple[np.ndarray, np.ndarray]], source: str,
         xkey = "epoch"
     else:
         x = _ffill(*xvals) if not xvals[1].all() else xvals[0]
-    if len(x) > 1 and np.any(np.diff(x) < 0):
-        raise HistoryFormatError(source, f"the {xkey} column decreases", f"increasing {xkey}s")
+    keep, note = _ordered_rows(source, x, xkey, allow_repeats=True)
+    if keep:
+        x = x[keep:]
+        renamed = {k: (v[keep:], p[keep:]) for k, (v, p) in renamed.items()}
+        notes.append(note)
     h = History(num_classes=num_classes, source=source, meta={"format": fmt})
     if notes:
         h.meta["notes"] = notes
@@ -156,9 +201,12 @@ def _from_plain(cols: dict[str, tuple[np.ndarray, np.ndarray]], source: str,
         h._step_epoch = [None] * len(x)
     elif len(np.unique(x)) < len(x):
         # several rows per epoch: interleaved log -> treat like Lightning
-        return _from_interleaved(
+        hi = _from_interleaved(
             {k: v for k, v in renamed.items()}, x, np.arange(len(x), dtype=np.float64),
             np.ones(len(x), bool), source, num_classes=num_classes, fmt=fmt, canonical=True)
+        if notes:
+            hi.meta["notes"] = notes
+        return hi
     else:
         h._epochs = _Table.from_arrays("epoch", x, renamed)
     return h

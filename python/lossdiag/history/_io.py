@@ -51,6 +51,10 @@ def _read_json(path: PathLike) -> Any:
     except json.JSONDecodeError as exc:
         raise HistoryFormatError(path, f"invalid JSON at line {exc.lineno} column {exc.colno}: "
                                  f"{exc.msg}", "a JSON training log") from None
+    except RecursionError:
+        raise HistoryFormatError(path, "JSON nested too deeply", "a JSON training log") from None
+    except ValueError as exc:  # e.g. an integer with more digits than Python converts
+        raise HistoryFormatError(path, f"invalid JSON ({exc})", "a JSON training log") from None
 
 
 def _read_csv(path: PathLike) -> tuple[list[str], list[list[str]]]:
@@ -146,16 +150,15 @@ def _csv_columns(path: PathLike, header: list[str], rows: list[list[str]]
 
 
 def _ffill(vals: np.ndarray, present: np.ndarray) -> np.ndarray:
+    """Fill missing (not present) values with the previous present one; leading missing values
+    take the first present one.  Logged values, NaN included, are kept as they are."""
     out = vals.copy()
-    last = np.nan
-    for i in range(len(out)):
-        if present[i]:
-            last = out[i]
-        else:
-            out[i] = last
-    if np.isnan(out).any():
-        first = out[~np.isnan(out)]
-        out[np.isnan(out)] = first[0] if first.size else 0.0
-    return out
-
-
+    present = np.asarray(present, dtype=bool)
+    if not present.any():
+        out[:] = 0.0
+        return out
+    idx = np.where(present, np.arange(len(out)), -1)
+    np.maximum.accumulate(idx, out=idx)
+    first = int(np.argmax(present))
+    idx[idx < 0] = first
+    return out[idx]

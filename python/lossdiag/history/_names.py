@@ -6,9 +6,9 @@ import re
 
 __all__ = ["metric_direction", "normalize_metric_name", "split_metric_key"]
 
-_VAL_PREFIXES = ("validation_", "validation/", "valid_", "valid/", "val_", "val/", "val-",
+_VAL_PREFIXES = ("validation_", "validation/", "valid_", "valid/", "val_", "val/", "val-", "va_",
                  "eval_", "eval/", "test_", "test/")
-_TRAIN_PREFIXES = ("training_", "training/", "train_", "train/", "train-", "trn_")
+_TRAIN_PREFIXES = ("training_", "training/", "train_", "train/", "train-", "trn_", "tr_")
 _VAL_SUFFIXES = ("_val", "/val", "_valid", "/valid", "_validation", "/validation", "_eval")
 _TRAIN_SUFFIXES = ("_train", "/train", "_training", "/training")
 _ALIASES = {

@@ -14,13 +14,14 @@ from ._names import normalize_metric_name
 class _Table:
     """Rows keyed by an x value (epoch or step); columns hold floats, ``None`` when missing."""
 
-    __slots__ = ("xname", "x", "cols", "_cache")
+    __slots__ = ("xname", "x", "cols", "_cache", "_xs")
 
     def __init__(self, xname: str) -> None:
         self.xname = xname
         self.x: list[float] = []
         self.cols: dict[str, list[float | None]] = {}
         self._cache: dict[str, tuple[np.ndarray, np.ndarray]] | None = None
+        self._xs: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.x)
@@ -28,6 +29,7 @@ class _Table:
     def add_row(self, x: float, values: Mapping[str, float | None], *, merge: bool) -> int:
         """Append a row (or merge into the last one when it has the same x and ``merge``)."""
         self._cache = None
+        self._xs = None
         if merge and self.x and self.x[-1] == x:
             i = len(self.x) - 1
         else:
@@ -55,7 +57,10 @@ class _Table:
         return self._cache
 
     def xs(self) -> np.ndarray:
-        return np.asarray(self.x, dtype=np.float64)
+        if self._xs is None or len(self._xs) != len(self.x):
+            self._xs = np.asarray(self.x, dtype=np.float64)
+            self._xs.flags.writeable = False
+        return self._xs
 
     @classmethod
     def from_arrays(cls, xname: str, x: Sequence[float] | np.ndarray,
@@ -118,9 +123,14 @@ def _jnum(v: Any, digits: int | None) -> Any:
 
 
 def _jfloat(v: Any) -> float:
+    if isinstance(v, bool):
+        raise TypeError(f"expected a number, got {v!r}")
     if isinstance(v, str):
         return float(v)  # "nan", "inf", "-inf"
-    return float(v)
+    try:
+        return float(v)
+    except OverflowError:  # an integer beyond float range (10**400)
+        return math.inf if v > 0 else -math.inf
 
 
 def _jsonable(obj: Any, digits: int | None = None) -> Any:

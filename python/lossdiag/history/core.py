@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,23 @@ from ._table import (
 
 FORMAT_NAME = "lossdiag.history"
 FORMAT_VERSION = 1
+
+
+@contextmanager
+def _reading(path: Any, expected: str) -> Iterator[None]:
+    """Turn any error raised while parsing ``path`` into a HistoryFormatError that names the
+    file and what was expected (a reader bug or an odd file must never surface as a bare
+    traceback or as a message without the file)."""
+    try:
+        yield
+    except (HistoryFormatError, FileNotFoundError, ImportError, MemoryError, KeyboardInterrupt):
+        raise
+    except IsADirectoryError:
+        raise HistoryFormatError(path, "is a directory", expected) from None
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError,
+            RecursionError, UnicodeError, OSError) as exc:
+        raise HistoryFormatError(path, f"cannot be read ({type(exc).__name__}: {exc})",
+                                 expected) from None
 
 
 class History:
@@ -298,11 +316,22 @@ class History:
                 h._steps = _table_from_json(d["steps"], "step")
                 ep = d["steps"].get("epoch") or [None] * len(h._steps)
                 h._step_epoch = [None if v is None else _jfloat(v) for v in ep]
-            for k, s in (d.get("stats") or {}).items():
-                h._stats[int(k)] = _unjson_stats(s)
+            stats = d.get("stats") or {}
+            if not isinstance(stats, Mapping):
+                raise TypeError(f'"stats" must be an object of epoch index -> statistics, got '
+                                f"{type(stats).__name__}")
+            for k, s in stats.items():
+                i = int(k)
+                if not 0 <= i < len(h._epochs) or not isinstance(s, Mapping):
+                    raise ValueError(f"stats entry {k!r} is not an epoch index with a dict")
+                h._stats[i] = _unjson_stats(s)
+            from ._columns import _ordered_rows
+
+            _ordered_rows(src, h._epochs.xs(), "epoch")
+            _ordered_rows(src, h._steps.xs(), "step")
         except HistoryFormatError:
             raise
-        except (KeyError, TypeError, ValueError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise HistoryFormatError(src, f"malformed lossdiag history ({exc})",
                                      "the layout written by History.to_json") from None
         return h
@@ -310,8 +339,9 @@ class History:
     @classmethod
     def load(cls, path: PathLike) -> History:
         """Read a history written by :meth:`to_json`."""
-        data = _read_json(path)
-        return cls.from_dict(data, source=str(path))
+        with _reading(path, "a lossdiag history JSON"):
+            data = _read_json(path)
+            return cls.from_dict(data, source=str(path))
 
     # ---------------------------------------------------------------- readers
     @classmethod
@@ -331,7 +361,8 @@ class History:
         """From a Keras ``CSVLogger`` file (``epoch,accuracy,loss,val_accuracy,val_loss``)."""
         from .keras import read_keras_csv
 
-        return read_keras_csv(path, num_classes=num_classes)
+        with _reading(path, "a Keras CSVLogger file"):
+            return read_keras_csv(path, num_classes=num_classes)
 
     @classmethod
     def from_lightning_csv(cls, path: PathLike, *, num_classes: int | None = None) -> History:
@@ -343,7 +374,8 @@ class History:
         """
         from .lightning import read_lightning_csv
 
-        return read_lightning_csv(path, num_classes=num_classes)
+        with _reading(path, "a Lightning metrics.csv"):
+            return read_lightning_csv(path, num_classes=num_classes)
 
     @classmethod
     def from_hf_trainer_state(cls, path: PathLike, *,
@@ -351,7 +383,8 @@ class History:
         """From a Hugging Face ``trainer_state.json`` (its ``log_history``)."""
         from .hf import read_trainer_state
 
-        return read_trainer_state(path, num_classes=num_classes)
+        with _reading(path, "a Hugging Face trainer_state.json"):
+            return read_trainer_state(path, num_classes=num_classes)
 
     @classmethod
     def from_csv(cls, path: PathLike, mapping: Mapping[str, str] | None = None, *,
@@ -366,7 +399,8 @@ class History:
         """
         from .plain import read_csv
 
-        return read_csv(path, mapping, num_classes=num_classes)
+        with _reading(path, "a CSV training log with a header row"):
+            return read_csv(path, mapping, num_classes=num_classes)
 
     @classmethod
     def from_json(cls, path: PathLike, mapping: Mapping[str, str] | None = None, *,
@@ -375,7 +409,8 @@ class History:
         ``history.history`` dumped with ``json.dump``) or a list of row objects."""
         from .plain import read_json
 
-        return read_json(path, mapping, num_classes=num_classes)
+        with _reading(path, "a JSON training log"):
+            return read_json(path, mapping, num_classes=num_classes)
 
     @classmethod
     def from_tensorboard(cls, path: PathLike, *, num_classes: int | None = None) -> History:
@@ -387,7 +422,8 @@ class History:
         """
         from .tensorboard import _from_tensorboard
 
-        return _from_tensorboard(Path(path), num_classes=num_classes)
+        with _reading(path, "TensorBoard event files"):
+            return _from_tensorboard(Path(path), num_classes=num_classes)
 
     @classmethod
     def from_path(cls, path: PathLike, *, num_classes: int | None = None,
@@ -400,4 +436,5 @@ class History:
         """
         from .detect import read_path
 
-        return read_path(path, num_classes=num_classes, mapping=mapping)
+        with _reading(path, "a supported training log"):
+            return read_path(path, num_classes=num_classes, mapping=mapping)

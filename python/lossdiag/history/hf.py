@@ -39,10 +39,11 @@ def _from_hf(log: list[Any], source: str, *, num_classes: int | None,
     lining up with training rows; repeated evaluations at the same step keep the first."""
     train_rows: list[dict[str, Any]] = []
     eval_rows: list[dict[str, Any]] = []
-    for i, entry in enumerate(log):
+    skipped = 0
+    for entry in log:
         if not isinstance(entry, Mapping):
-            raise HistoryFormatError(source, f"log_history[{i}] is not an object",
-                                     "a list of {'step': ..., 'loss': ...} objects")
+            skipped += 1
+            continue
         if any(isinstance(k, str) and k.startswith("eval_") for k in entry):
             eval_rows.append(dict(entry))
         elif "loss" in entry or "learning_rate" in entry or "grad_norm" in entry:
@@ -57,6 +58,10 @@ def _from_hf(log: list[Any], source: str, *, num_classes: int | None,
         if v is not None and math.isfinite(v):
             meta[k] = v
     h = History(num_classes=num_classes, source=source, meta=meta)
+    if skipped:
+        h.meta["notes"] = [f"{skipped} log_history entr"
+                           f"{'y is not an object' if skipped == 1 else 'ies are not objects'}: "
+                           "skipped"]
 
     # steps -> epochs: HF writes both on every row; where the epoch is missing use the ratio
     pairs = [(_num(r.get("step")), _num(r.get("epoch"))) for r in train_rows + eval_rows]
@@ -70,7 +75,18 @@ def _from_hf(log: list[Any], source: str, *, num_classes: int | None,
         s = _num(r.get("step"))
         return s * per_step if s is not None and per_step else None
 
-    train_rows = [r for r in train_rows if _num(r.get("step")) is not None]
+    def finite_step(r: Mapping[str, Any]) -> bool:
+        v = _num(r.get("step"))
+        return v is not None and math.isfinite(v)
+
+    dropped = sum(not finite_step(r) for r in train_rows + eval_rows)
+    if dropped:
+        h.meta.setdefault("notes", []).append(f"{dropped} log_history entr"
+                                            f"{'y has' if dropped == 1 else 'ies have'} no "
+                                            "finite 'step': skipped")
+    train_rows = [r for r in train_rows if finite_step(r)]
+    eval_rows = [r for r in eval_rows if finite_step(r) or (_num(r.get("epoch")) is not None
+                                                            and math.isfinite(_num(r["epoch"])))]
     train_rows.sort(key=lambda r: _num(r["step"]))  # type: ignore[arg-type,return-value]
     for r in train_rows:
         vals = {k: r[k] for k in r if isinstance(k, str) and _hf_metric(k)}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._columns import _from_interleaved
+from ._columns import _from_interleaved, _ordered_rows
 from ._io import HistoryFormatError, PathLike, _csv_columns, _ffill, _read_csv
 from .core import History
 
@@ -31,6 +31,11 @@ def read_lightning_csv(path: PathLike, *, num_classes: int | None = None) -> His
     if not ep_present.all():
         # rows without an epoch (e.g. logged before training) take the previous epoch
         epoch_raw = _ffill(epoch_raw, ep_present)
+    keep, note = _ordered_rows(str(path), epoch_raw, "epoch", allow_repeats=True)
+    if keep:
+        epoch_raw, step_raw, st_present = epoch_raw[keep:], step_raw[keep:], st_present[keep:]
+        cols = {k: (v[keep:], p[keep:]) for k, (v, p) in cols.items()}
+        notes.append(note)
     h = _from_interleaved(cols, epoch_raw, step_raw, st_present, str(path),
                           num_classes=num_classes, fmt="lightning-csv")
     h.meta.setdefault("notes", []).extend(notes)
