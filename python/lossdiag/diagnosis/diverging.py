@@ -177,7 +177,7 @@ def check(view: RunView) -> list[Finding]:
     ev: dict[str, object] = {
         "series": s.key, "start": x0, "loss_at_start": float(y[i0]),
         "peak": float(y[peak_i]), "peak_at": float(x[peak_i]), "last": float(y[-1]),
-        "rise": float(y[peak_i] / y[i0]), "end_vs_lowest": res["end_rise"],
+        "rise": float(y[peak_i] / y[i0]),
         f"growth_per_{view.unit}": res["growth"],
         "growth_model": res["model"],
     }
@@ -211,9 +211,22 @@ def check(view: RunView) -> list[Finding]:
              f" to {fmt(y[peak_i])} at {u} {fmt(x[peak_i])} ({fmt(y[peak_i] / y[i0])}x"
              + (f", {rate_txt} on a straight-line fit of log-loss" if rate_txt else "") + ")."]
     if crossed is not None:
-        parts.append(f"From {u} {fmt(crossed)} it is above the chance level ln C = "
-                     f"{fmt(chance)}: worse than predicting every class with equal probability, "
-                     "so the model is confidently wrong.")
+        acc = view.val_score if view.val_score is not None else view.train_score
+        acc_at = None
+        if acc is not None and acc.name.startswith("accuracy") and len(acc):
+            acc_at = float(np.median(acc.y[acc.x >= crossed])) if np.any(acc.x >= crossed) \
+                else float(acc.y[-1])
+        if acc_at is not None and view.num_classes and \
+                acc_at >= 1.0 / view.num_classes + 0.25 * (1 - 1.0 / view.num_classes):
+            parts.append(f"From {u} {fmt(crossed)} it is above the chance level ln C = "
+                         f"{fmt(chance)} although '{acc.key}' is still about {fmt(acc_at)}: "
+                         "the logits have grown so large that the samples the model gets wrong "
+                         "are wrong with near-certainty, and their losses outweigh all the "
+                         "right answers.")
+        else:
+            parts.append(f"From {u} {fmt(crossed)} it is above the chance level ln C = "
+                         f"{fmt(chance)}: worse than predicting every class with equal "
+                         "probability, so the model is confidently wrong.")
     if not res["sustained"]:
         parts.append(f"It later came partly back down (last value {fmt(y[-1])}), but the "
                      "weights have been thrown far from where they were.")

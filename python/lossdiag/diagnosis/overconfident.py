@@ -109,8 +109,11 @@ def check(view: RunView) -> list[Finding]:
                   f"confident but right {pct(ev['accuracy_last'])} of the time.")
     acc_txt = (f"the accuracy changed by only {fmt(dscore)}" if dscore > -0.03 else
                f"the accuracy did not improve ({fmt(dscore)})")
-    expl = (f"From {u} {fmt(xb)} the validation loss rose from {fmt(sm[b])} to {fmt(sm[-1])} "
-            f"(+{pct(rise)}) while {acc_txt}, and the expected "
+    ib = int(np.argmin(v.y[: max(b + 2, 1)]))
+    raw_best, raw_last = float(v.y[ib]), float(v.y[-1])
+    expl = (f"From {u} {fmt(float(v.x[ib]))} the validation loss rose from {fmt(raw_best)} to "
+            f"{fmt(raw_last)} (+{pct(raw_last / raw_best - 1.0)}) while {acc_txt}, and the "
+            "expected "
             f"calibration error grew from {fmt(e_b)} to {fmt(e_l)}: the model is making the same "
             "mistakes with more and more confidence." + cw_txt + mc_txt + " Cross-entropy "
             "punishes a confident mistake without bound (a wrong answer at 90% confidence costs "

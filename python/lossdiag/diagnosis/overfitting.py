@@ -212,9 +212,10 @@ def check(view: RunView) -> list[Finding]:
             f"{fmt(r['z'], 2)} noise sigmas)"
         expl = (f"The training loss kept falling ({fmt(t_best)} -> {fmt(t_end)}, "
                 f"-{pct(train_drop)}) while the validation loss reached its best {fmt(y[best_raw])}"
-                f" at {u} {fmt(xb)} and then rose: its last {r['k']} values average "
-                f"{fmt(r['end'])}, {pct(r['rise'])} above the best level{likely}, on a curve "
-                f"whose {u}-to-{u} noise is about {pct(r['sigma'])}. The model is learning "
+                f" at {u} {fmt(xb)} and then rose to {fmt(y[-1])} at {u} {fmt(float(x[-1]))} "
+                f"(+{pct(ev['worse_by'])}; its last {r['k']} values average {fmt(r['end'])})"
+                f"{likely}, on a curve whose {u}-to-{u} noise is about {pct(r['sigma'])}. "
+                "The model is learning "
                 "details of the training samples that do not carry over to new data; every "
                 "further epoch trades generalisation for training fit." + stop_txt)
         if score_gain is not None and score_gain > 0.01:

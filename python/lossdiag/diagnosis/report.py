@@ -243,32 +243,58 @@ class Diagnosis:
             return fig
         ax = axes[0]
         drawn = False
+        loss_vals: list[np.ndarray] = []
         for s, style in ((view.train_loss, "-"), (view.val_loss, "--")):
             if s is not None and len(s):
                 ax.plot(s.x, s.y, style, label=s.key, lw=1.4)
+                loss_vals.append(s.y)
                 drawn = True
+        log_scale = False
+        top = None
         if drawn:
-            pos = [s.y[s.y > 0] for s in (view.train_loss, view.val_loss) if s is not None]
-            pos_all = np.concatenate(pos) if pos else np.array([])
+            allv = np.concatenate(loss_vals)
+            pos_all = allv[allv > 0]
             if pos_all.size and pos_all.max() / max(pos_all.min(), 1e-300) > 50:
                 ax.set_yscale("log")
+                log_scale = True
+            top = float(np.max(allv)) if allv.size else None
+        # reference levels: drawn where they fall inside (or just above) the curves' range,
+        # named in a corner note otherwise, so they never squash the curves to the bottom
+        off_plot = []
+        refs = []
         if view.chance is not None:
-            ax.axhline(view.chance, color="gray", lw=0.8, ls=":", label="ln C (chance)")
+            refs.append((view.chance, "gray", "ln C (chance)"))
         if view.prior_entropy is not None and view.chance is not None and \
                 view.prior_entropy < 0.97 * view.chance:
-            ax.axhline(view.prior_entropy, color="purple", lw=0.8, ls=":",
-                       label="prior entropy")
+            refs.append((view.prior_entropy, "purple", "prior entropy"))
+        for level, color, label in refs:
+            if top is None or log_scale or level <= 1.25 * top:
+                ax.axhline(level, color=color, lw=0.8, ls=":", label=label)
+            else:
+                off_plot.append(f"{label} = {fmt(level)}")
+        if off_plot:
+            ax.text(0.99, 0.97, "above the plot: " + ", ".join(off_plot), ha="right", va="top",
+                    transform=ax.transAxes, fontsize=7, color="gray")
         ax.set_ylabel(view.loss_name or "loss")
         if has_score:
             ax2 = axes[1]
+            score_vals = []
             for s, style in ((view.train_score, "-"), (view.val_score, "--")):
                 if s is not None and len(s):
                     ax2.plot(s.x, s.y, style, label=s.key, lw=1.4)
+                    score_vals.append(s.y)
             lf = view.label_freq
             if view.majority_rate is not None and lf is not None and lf.min() > 0 and \
                     lf.max() / lf.min() >= view.th.imbalance_ratio:
                 ax2.axhline(view.majority_rate, color="purple", lw=0.8, ls=":",
                             label="majority-class rate")
+            if score_vals:
+                sv = np.concatenate(score_vals)
+                lo, hi = float(np.min(sv)), float(np.max(sv))
+                pad = max(0.02 * (hi - lo), 0.005)
+                if hi <= 1.0 + 1e-9:
+                    # points at 1.0 stay visible above the frame line
+                    ax2.set_ylim(lo - pad, max(hi, 1.0 if hi > 0.98 else hi) + pad)
             ax2.set_ylabel(view.score_name or "score")
             ax2.legend(loc="best", fontsize=8)
         for a in axes:
@@ -279,7 +305,7 @@ class Diagnosis:
                     lo = lo - 0.5
                 a.axvspan(lo, hi, color=_COLORS[f.severity], alpha=0.12)
                 if a is axes[0]:
-                    a.text(lo, 1.0 - 0.08 * (i % 5), f" {f.code}",
+                    a.text(lo, 0.99 - 0.09 * (i % 5), f" {f.code}",
                            transform=a.get_xaxis_transform(), fontsize=8,
                            color=_COLORS[f.severity], va="top",
                            bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none",
@@ -326,16 +352,32 @@ class Diagnosis:
         if rel is not None:
             c = np.asarray(rel.get("confidence"), dtype=float)
             acc = np.asarray(rel.get("accuracy"), dtype=float)
-            ok = np.isfinite(c) & np.isfinite(acc)
+            cnt = np.asarray(rel.get("count", np.ones_like(c)), dtype=float)
+            ok = np.isfinite(c) & np.isfinite(acc) & (cnt > 0)
+            # a bin holding a handful of samples has an accuracy of 0 or 1 by chance: draw it
+            # hollow and keep it out of the line, so the diagram shows what is measured
+            total = float(cnt[ok].sum()) if ok.any() else 0.0
+            dense = ok & (cnt >= max(10.0, 0.01 * total))
+            sparse = ok & ~dense
             a2.plot([0, 1], [0, 1], color="gray", lw=0.8, ls=":")
-            a2.plot(c[ok], acc[ok], "o-", ms=3)
+            if dense.any():
+                sizes = 8 + 60 * np.sqrt(cnt[dense] / max(cnt[dense].max(), 1.0))
+                a2.plot(c[dense], acc[dense], "-", color="C0", lw=1)
+                a2.scatter(c[dense], acc[dense], s=sizes, color="C0", zorder=3,
+                           label="bin (area ~ samples)")
+            if sparse.any():
+                a2.scatter(c[sparse], acc[sparse], s=12, facecolors="none", edgecolors="C0",
+                           zorder=3, label=f"sparse bin (< {int(max(10.0, 0.01 * total))} "
+                                           "samples)")
             ece = st.get("ece")
             a2.set_title(f"reliability (ECE {fmt(float(ece))})" if ece is not None
                          else "reliability", fontsize=9)
             a2.set_xlabel("confidence")
             a2.set_ylabel("accuracy")
-            a2.set_xlim(0, 1)
-            a2.set_ylim(0, 1)
+            a2.set_xlim(-0.02, 1.02)
+            a2.set_ylim(-0.02, 1.02)
+            if dense.any() or sparse.any():
+                a2.legend(fontsize=7, loc="upper left")
         return fig
 
     def to_html(self, path: str | Path | None = None) -> str:

@@ -153,7 +153,11 @@ def check(view: RunView) -> list[Finding]:
         if sel.sum() >= 3:
             vs, _ = theil_sen(vx[sel], vy[sel])
             val_trend = vs / float(np.median(vy[sel]))
-    worth = rel_gain >= th.tail_worth and (val_trend is None or val_trend < 0)
+    sc = view.val_score if view.val_score is not None else view.train_score
+    perfect = sc is not None and len(sc) > 0 and float(np.min(sc.y[sc.x >= tx[0] - 1e-9]
+                                                         if np.any(sc.x >= tx[0] - 1e-9)
+                                                         else sc.y[-1:])) >= 0.999
+    worth = rel_gain >= th.tail_worth and (val_trend is None or val_trend < 0) and not perfect
     ev: dict[str, Any] = {"series": s.key, "tail_start": float(tx[0]),
                           f"tail_rate_per_{u}": tail_rate, f"early_rate_per_{u}": head_rate,
                           "rate_ratio": ratio, "tail_linear_r2": r2, "best_fit": best.kind,
@@ -175,6 +179,13 @@ def check(view: RunView) -> list[Finding]:
             "malfunction. "
             f"Projected over the next {fmt(horizon)} {u}s: {fmt(cur)} -> {fmt(fut)} "
             f"(-{pct(rel_gain)}).")
+    if perfect:
+        assert sc is not None
+        expl += (f" '{sc.key}' is already {float(sc.y[-1]):.3f}: every sample is classified "
+                 "correctly, so the falling loss only measures growing confidence (on separable "
+                 "data gradient descent keeps scaling the weights up, and the loss creeps "
+                 "towards 0 without end). More epochs will not change a single prediction.")
+        ev["score_already_perfect"] = True
     if val_trend is not None and val_trend >= 0:
         expl += " The validation loss is no longer improving, so the training gain would not "\
                 "carry over."
@@ -186,12 +197,19 @@ def check(view: RunView) -> list[Finding]:
     recs.append(Recommendation("Decay the learning rate", "cosine schedule to ~0, or x0.1 when "
                                "the loss plateaus (ReduceLROnPlateau(factor=0.1, patience=3))",
                                "a decay usually turns a slow tail into a quick drop"))
-    if not worth:
+    if perfect:
+        recs = [Recommendation("Stop here", "the score is already perfect",
+                               "further epochs only sharpen the probabilities"),
+                Recommendation("If calibrated probabilities matter, regularise",
+                               "weight decay 1e-4 or label smoothing 0.1",
+                               "keeps the weights (and the confidence) from growing without "
+                               "end")]
+    elif not worth:
         recs.append(Recommendation("Stop when the gain is too small", "EarlyStopping(monitor="
                                    f"'val_loss', min_delta={fmt(0.002 * level, 2)}, patience=5)",
                                    f"only -{pct(rel_gain)} expected over {fmt(horizon)} more "
                                    f"{u}s"))
-    if best.kind == "power-law":
+    if best.kind == "power-law" and not perfect:
         recs.append(Recommendation("Use an adaptive optimizer or a larger LR",
                                    "Adam(lr=1e-3) / 3x larger LR",
                                    "a power-law tail is typical of plain gradient descent on "
