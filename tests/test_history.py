@@ -284,3 +284,60 @@ def test_missing_path_and_unknown_directory(tmp_path):
         History.from_path(tmp_path)
     with pytest.raises(HistoryFormatError, match="lossdiag history"):
         History.from_dict({"format": "other"})
+
+
+# ------------------------------------------------------------------ readers of real-world logs
+
+
+def test_hf_evaluations_are_all_kept_and_grad_norm_is_read(tmp_path):
+    log = []
+    for s in range(10, 460, 10):
+        log.append({"step": s, "epoch": round(s / 150, 2), "loss": 1.0 / (1 + s / 100),
+                    "learning_rate": 1e-5, "grad_norm": 1.0})
+        if s % 30 == 0:  # evaluations that do not line up with any epoch boundary
+            log.append({"step": s, "epoch": round(s / 150, 2), "eval_loss": 0.5 + s / 1e4,
+                        "eval_accuracy": 0.8})
+    p = tmp_path / "trainer_state.json"
+    p.write_text(json.dumps({"log_history": log, "global_step": 450, "max_steps": 900}))
+    h = History.from_path(p)
+    assert int(np.isfinite(h.val["loss"]).sum()) == 15  # every evaluation, none merged
+    assert "grad_norm" in h.keys("step") and h.meta["max_steps"] == 900
+
+
+def test_hf_nan_hidden_by_the_loss_filter_shows_in_grad_norm(tmp_path):
+    # logging_nan_inf_filter=True (the default) drops NaN losses from the logged mean, but
+    # the gradient norm of the failing steps is logged as NaN
+    log = [{"step": s, "epoch": s / 100, "loss": 0.5, "grad_norm": 1.0 if s < 60 else
+            float("nan"), "learning_rate": 1e-5} for s in range(10, 110, 10)]
+    p = tmp_path / "trainer_state.json"
+    p.write_text(json.dumps({"log_history": log}).replace("NaN", "NaN"))
+    from lossdiag.diagnosis import diagnose
+
+    f = diagnose(History.from_path(p)).get("non-finite")
+    assert f is not None and f.evidence["column"] == "grad_norm" and f.start == 60
+
+
+def test_camel_case_batch_suffix_and_unprefixed_validation_scores(tmp_path):
+    p = tmp_path / "log.csv"
+    p.write_text("epoch,trainLoss,valLoss,acc,diceScore\n" + "".join(
+        f"{e},{1 - 0.1 * e},{1.1 - 0.08 * e},{0.5 + 0.04 * e},{0.3 + 0.05 * e}\n"
+        for e in range(6)))
+    h = History.from_path(p)
+    assert set(h.keys()) == {"train/loss", "val/loss", "val/accuracy", "val/dice_score"}
+    assert any("read as a validation metric" in n for n in h.meta["notes"])
+    p = tmp_path / "metrics.csv"
+    p.write_text("epoch,step,train_loss_batch\n" + "".join(
+        f"{s // 5},{s},{2.0 - 0.01 * s}\n" for s in range(30)))
+    h = History.from_path(p)
+    assert "train/loss" in h.keys("step")
+
+
+def test_a_validation_loss_without_loss_in_its_name_is_recognised(tmp_path):
+    p = tmp_path / "metrics.csv"
+    p.write_text("epoch,loss,accuracy,validation_epoch_average\n" + "".join(
+        f"{e},{0.5 * 0.8 ** e},{0.8 + 0.01 * e},{0.45 * 0.85 ** e + 0.02}\n" for e in range(8)))
+    from lossdiag.diagnosis import diagnose
+
+    d = diagnose(History.from_path(p))
+    assert d._view.val_loss is not None and d._view.val_loss.key == "val/epoch_average"
+    assert any("read as the validation loss" in n for n in d.notes)

@@ -70,7 +70,7 @@ def test_targets_on_each_set(s):
     score = score_dir(ROOT / s)
     p, r = score.micro()
     assert p >= 0.90 and r >= 0.85, (s, p, r)
-    for code, (tp, fp, fn) in score.per_code().items():
+    for code, (tp, _fp, fn) in score.per_code().items():
         if tp + fn >= 3:
             assert tp / (tp + fn) >= 0.75, (s, code, tp, fn)
     n, _, warn = score.healthy_alarms()

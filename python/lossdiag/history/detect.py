@@ -59,7 +59,7 @@ def read_path(path: PathLike, *, num_classes: int | None = None,
         low = [c.strip().lower() for c in header]
         if mapping is None and "epoch" in low and "step" in low:
             return History.from_lightning_csv(p, num_classes=num_classes)
-        if mapping is None and low and low[0] == "epoch" and _looks_keras(low[1:]):
+        if mapping is None and low and low[0] == "epoch" and _looks_keras(header[1:]):
             return History.from_keras_csv(p, num_classes=num_classes)
         return History.from_csv(p, mapping, num_classes=num_classes)
     # unknown extension: sniff the content

@@ -45,7 +45,7 @@ def _looks_keras(names: Sequence[str]) -> bool:
         split, m = split_metric_key(nm)
         if split == "other":
             return False
-        if nm.startswith(("train_", "train/")):
+        if split_metric_key(nm, default_split="none")[0] == "train":
             return False  # Keras never prefixes training metrics
         known += metric_direction(m) is not None or split == "lr"
     return known > 0

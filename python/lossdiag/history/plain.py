@@ -24,7 +24,7 @@ def _from_json_data(data: Any, source: str, mapping: Mapping[str, str] | None, *
                 h.num_classes = num_classes
             return h
         if isinstance(data.get("log_history"), list):
-            return _from_hf(data["log_history"], source, num_classes=num_classes)
+            return _from_hf(data["log_history"], source, num_classes=num_classes, state=data)
         if isinstance(data.get("history"), Mapping):
             data = data["history"]
         if data and all(isinstance(v, list) for v in data.values()):
