@@ -20,6 +20,9 @@ from lossdiag.keras import DiagnosisCallback  # noqa: E402
 
 C = 3
 
+# Keras' torch backend converts tensors with np.array(x) (a NumPy 2 DeprecationWarning per call)
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+
 
 @pytest.fixture(autouse=True)
 def _one_thread():

@@ -25,6 +25,15 @@ from torch.utils.data import DataLoader, TensorDataset
 C = 3
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny models: threads only contend on a shared CI machine (and results stay deterministic)
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _data(seed: int = 0, n: int = 384) -> TensorDataset:
     centers = torch.randn(C, 8, generator=torch.Generator().manual_seed(1234)) * 2.0
     g = torch.Generator().manual_seed(seed)

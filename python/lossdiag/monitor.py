@@ -99,9 +99,9 @@ class AlarmThresholds:
     noise_floor: float = _t(0.02, "smallest noise sigma assumed for a log-loss curve (a "
                                   "perfectly flat curve would otherwise make any blip "
                                   "infinitely significant)")
-    spike_sigmas: float = _t(6.0, "spike: log-loss this many robust noise sigmas above the "
-                                  "running median ...")
-    spike_min_ratio: float = _t(5.0, "... and at least this x the running median ...")
+    spike_sigmas: float = _t(6.0, "spike: log-loss this many robust noise sigmas above its "
+                                  "level (median of the last smooth / smooth_steps values) ...")
+    spike_min_ratio: float = _t(5.0, "... and at least this x that level ...")
     spike_vs_start: float = _t(1.0, "... and at least this x the starting level: one update "
                                     "undid all the progress of the run (single-batch outliers "
                                     "of a converged model stay below it)")
@@ -320,8 +320,8 @@ class _Track:
 
     def floor(self) -> float:
         s = self.start
-        if s is None:
-            s = float(np.median(self.first)) if self.first else 0.0
+        if s is None:  # before the warm-up, the first value is where the run started
+            s = self.first[0] if self.first else 0.0
         return self.floor_frac * max(s, 0.0)
 
     def logs(self, y: Iterable[float]) -> np.ndarray:
@@ -340,7 +340,9 @@ class _Track:
         if st is None or y < th.spike_vs_start * st or not self.ready():
             return None
         lg = self.logs(self.y)
-        level = float(np.median(lg))
+        # the level just before (a trend moves it: a steady growth is not a spike), the noise
+        # over the whole window
+        level = float(np.median(lg[-self.smooth:]))
         sigma = _diff_sigma(lg)
         sig = max(sigma if math.isfinite(sigma) else 0.0, th.noise_floor)
         fl = self.floor()
@@ -572,6 +574,7 @@ class Monitor:
         self._collapse_first: float | None = None
         self._steps_seen = 0
         self._epoch_of_step: float | None = None
+        self._step_sum, self._step_n = 0.0, 0  # step losses since the last epoch record
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -628,6 +631,8 @@ class Monitor:
             self._epoch_of_step = ep
         if lo is not None:
             new += self._loss_point("step", "train/loss", s, lo)
+            self._step_sum += lo
+            self._step_n += 1
         if g is not None:
             new += self._grad_point(s, g)
         for k, v in extra.items():
@@ -654,6 +659,8 @@ class Monitor:
         Args:
             epoch: the epoch (non-decreasing; a repeated epoch merges into the last record).
             train: training metrics of the epoch, e.g. ``{"loss": 0.41, "accuracy": 0.87}``.
+                Without a training loss, the mean of the step losses fed since the last epoch
+                record is used (so the end-of-run diagnosis can compare train and validation).
             val: validation metrics.
             lr: the learning rate of the epoch.
             stats: ``lossdiag.Metrics(...).compute()`` of the validation data (enables the
@@ -668,6 +675,10 @@ class Monitor:
         if stats is not None and not isinstance(stats, Mapping):
             raise TypeError("stats: expected the dict of lossdiag.Metrics(...).compute(), got "
                             f"{type(stats).__name__}")
+        if self._step_n and _main_loss_name(tr) is None:
+            # no training loss given: the mean of the step losses since the last epoch record
+            tr["loss"] = self._step_sum / self._step_n
+        self._step_sum, self._step_n = 0.0, 0
         # the history validates and stores first: a bad record raises before any alarm
         self.history.log(e, train=tr or None, val=va or None, lr=lrv, stats=stats)
         if lrv is not None and (self._lr is None or self._lr_unit == "epoch"):
@@ -727,13 +738,14 @@ class Monitor:
         th = self.thresholds
         self._calm("non-finite", "any", key)
         t = self._track(unit, key)
-        # a spike during a divergence (on any curve) is part of it
-        sp = None if ("diverging", "lr-too-high") in self._active else t.spike(y)
-        t.add(x, y)
-        # a validation loss is judged for divergence only without a training loss: its rise
-        # while the training loss falls is overfitting
+        # a validation loss is judged for spikes and divergence only without a training loss:
+        # its rise while the training loss falls is overfitting, and a single bad evaluation
+        # (BatchNorm statistics, a sharp minimum) is not the optimisation breaking
         judge = not key.startswith("val/") or not any(
             k[1].startswith("train/") for k in self._tracks)
+        # a spike during a divergence (on any curve) is part of it
+        sp = None if not judge or ("diverging", "lr-too-high") in self._active else t.spike(y)
+        t.add(x, y)
         rise = th.diverge_rise if not key.startswith("val/") else th.val_only_rise
         dv = t.divergence(rise) if judge else None
         if dv is not None:
@@ -771,7 +783,7 @@ class Monitor:
         if ex is not None:
             out += self._fire("diverging", "gradient-explosion", "grad_norm",
                               lambda: self._grad_finding(x, ex))
-        else:
+        elif ("diverging", "gradient-explosion") in self._active:
             base = gt.baseline()
             if base is None or g < math.sqrt(self.thresholds.grad_ratio) * base:
                 self._calm("diverging", "gradient-explosion", "grad_norm")

@@ -10,7 +10,8 @@
 >>> from lossdiag.transformers import ComputeMetrics, DiagnosisCallback
 >>> metrics = ComputeMetrics(num_classes=2)
 >>> cb = DiagnosisCallback(metrics=metrics, stop_on=("non-finite", "diverging"))
->>> args = TrainingArguments("out", eval_strategy="epoch", batch_eval_metrics=True)  # doctest: +SKIP
+>>> args = TrainingArguments("out", eval_strategy="epoch",              # doctest: +SKIP
+...                          batch_eval_metrics=True)
 >>> trainer = Trainer(model, args, train_dataset=train, eval_dataset=val,   # doctest: +SKIP
 ...                   compute_metrics=metrics, callbacks=[cb])
 >>> trainer.train()                                                       # doctest: +SKIP
