@@ -87,3 +87,12 @@ def test_lr_100x_too_high_stops_at_the_right_epoch(tmp_path):
     rep = json.loads(cb.report_paths["json"].read_text())
     assert first.code in [f["code"] for f in rep["findings"]]
     assert first.code in cb.report_paths["html"].read_text()
+
+
+def test_docstring_examples():
+    import doctest
+
+    import lossdiag.keras
+
+    res = doctest.testmod(lossdiag.keras, optionflags=doctest.ELLIPSIS)
+    assert res.attempted > 0 and res.failed == 0

@@ -123,9 +123,10 @@ def test_lr_100x_too_high_stops_at_the_right_epoch(tmp_path, caplog):
     assert cb.stopped_at is not None
     epoch, step = cb.stopped_at
     assert step == first.end and first.unit == "step"
-    assert mon.history.steps[-1] == step
+    assert mon.history.steps[-1] == step and trainer.global_step == step + 1
     assert epoch == mon.history.step_epochs[-1] < 19
-    assert trainer.current_epoch <= epoch + 1
+    # Lightning ran the pending validation of that epoch, then ended the fit
+    assert mon.history.epochs.tolist() == [epoch] and trainer.current_epoch == epoch + 1
     # logged through Lightning's logger, named in both reports
     assert any(first.code in r.getMessage() for r in caplog.records)
     rep = json.loads(cb.report_paths["json"].read_text())
@@ -137,3 +138,14 @@ def test_alarms_do_not_stop_by_default(tmp_path):
     trainer, cb = _fit(tmp_path, lr=5.0, epochs=3, log_dir=False)
     assert cb.monitor.alarms and cb.stopped_at is None
     assert trainer.current_epoch == 3 and cb.report_paths == {}
+
+
+def test_docstring_examples():
+    import doctest
+
+    import lossdiag.lightning
+    import lossdiag.torchmetrics
+
+    for mod in (lossdiag.lightning, lossdiag.torchmetrics):
+        res = doctest.testmod(mod, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+        assert res.attempted > 0 and res.failed == 0, mod.__name__

@@ -178,3 +178,13 @@ def test_compute_metrics_keys_in_a_trainer_evaluation(tmp_path):
     # the Trainer's own eval_loss is kept; the cross-entropy of the logits is the same number
     assert ev["eval_cross_entropy"] == pytest.approx(ev["eval_loss"], rel=1e-4, abs=1e-6)
     assert all(isinstance(v, float) for v in ev.values())
+
+
+def test_docstring_examples():
+    import doctest
+
+    import lossdiag.transformers
+
+    res = doctest.testmod(lossdiag.transformers,
+                          optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
+    assert res.attempted > 0 and res.failed == 0

@@ -432,6 +432,27 @@ def test_diagnose_adds_the_alarms_and_write_report(tmp_path):
     assert mon.diagnose().notes == lossdiag.diagnose(mon.history).notes
 
 
+def test_diagnose_puts_step_alarms_on_the_epoch_axis():
+    rng = np.random.default_rng(0)
+    mon = Monitor(num_classes=4)
+    step = 0
+    for e in range(6):
+        for _ in range(20):
+            loss = ((1.4 * np.exp(-step / 40) + 0.2) * np.exp(0.2 * rng.standard_normal())
+                    if step < 90 else 0.3 * np.exp(0.15 * (step - 90)))
+            mon.step(step, loss=loss, lr=0.5, epoch=e)
+            step += 1
+        mon.epoch(e, val={"loss": 0.5 + 0.1 * e})
+    (a,) = mon.alarms
+    assert (a.unit, a.start, a.end) == ("step", 73.0, 101.0)
+    d = mon.diagnose()
+    assert d.summary["unit"] == "epoch"
+    f = d.get("diverging")  # the report shades it on the epoch axis, where it happened
+    assert (f.unit, f.start, f.end) == ("epoch", 3.0, 5.0)
+    assert f.evidence["steps"] == [73.0, 101.0]
+    assert mon.history.train["loss"][-1] > 5  # the epoch train loss: mean of its steps
+
+
 def test_scalars():
     m = lossdiag.Metrics(3, top_k=(1, 2))
     rng = np.random.default_rng(0)
@@ -478,3 +499,12 @@ def test_many_steps():
     for i in range(5000):
         mon.step(i, loss=1.0 + 0.1 * math.sin(i), grad_norm=1.0)
     assert len(mon.history.steps) == 5000 and mon.alarms == []
+
+
+def test_docstring_examples():
+    import doctest
+
+    import lossdiag.monitor
+
+    res = doctest.testmod(lossdiag.monitor, optionflags=doctest.ELLIPSIS)
+    assert res.attempted > 0 and res.failed == 0

@@ -549,6 +549,8 @@ class Monitor:
             history = History(num_classes=num_classes, source=source)
         elif not isinstance(history, History):
             raise TypeError(f"history: expected a lossdiag History, got {type(history).__name__}")
+        elif num_classes is not None:
+            History(num_classes=num_classes)  # the same checks as a new history's
         self.history = history
         self.num_classes = num_classes if num_classes is not None else history.num_classes
         if callable(on_alarm):
@@ -1143,7 +1145,7 @@ class Monitor:
         for a in extra:  # one per (code, cause): the first episode carries the evidence
             if (a.code, a.cause) not in seen:
                 seen.add((a.code, a.cause))
-                uniq.append(a)
+                uniq.append(self._in_unit(a, d.summary.get("unit", "epoch")))
         notes = list(d.notes)
         if self.alarms:
             notes.append("lossdiag.Monitor raised during training: " + "; ".join(
@@ -1155,6 +1157,33 @@ class Monitor:
         summary["counts"] = {s: sum(f.severity == s for f in findings) for s in SEVERITIES}
         summary["live_alarms"] = len(self.alarms)
         return Diagnosis(findings, d.skipped, notes, summary, getattr(d, "_view", None))
+
+    def _in_unit(self, f: Finding, unit: str) -> Finding:
+        """The alarm with its span in the diagnosis' unit (epochs <-> steps through the epoch of
+        each step record), so that the report shades it where it happened."""
+        from dataclasses import replace as _replace
+
+        if f.unit == unit or not self.history.has_steps:
+            return f
+        steps = self.history.steps
+        eps = self.history.step_epochs
+        ok = np.isfinite(eps)
+        if not ok.any():
+            return f
+        steps, eps = steps[ok], eps[ok]
+        if f.unit == "step" and unit == "epoch":
+            def conv(v: float) -> float:
+                i = int(np.searchsorted(steps, v, side="right")) - 1
+                return float(eps[max(i, 0)])
+        elif f.unit == "epoch" and unit == "step":
+            def conv(v: float) -> float:
+                i = int(np.searchsorted(eps, v, side="right")) - 1
+                return float(steps[max(i, 0)])
+        else:
+            return f
+        ev = dict(f.evidence)
+        ev[f"{f.unit}s"] = [f.start, f.end]
+        return _replace(f, start=conv(f.start), end=conv(f.end), unit=unit, evidence=ev)
 
     def write_report(self, log_dir: str | os.PathLike[str], *,
                      diagnosis: Diagnosis | None = None) -> dict[str, Path]:
