@@ -87,6 +87,10 @@ def __getattr__(name: str) -> Any:
         from . import history
 
         return getattr(history, name)
+    if name in ("Monitor", "AlarmThresholds"):  # live diagnosis (lossdiag.monitor)
+        from . import monitor
+
+        return getattr(monitor, name)
     if name in ("diagnose", "Diagnosis", "Finding"):
         from . import diagnosis
 
@@ -99,7 +103,8 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "BatchStats", "Diagnosis", "Finding", "History", "HistoryFormatError", "Metrics", "accuracy",
+    "AlarmThresholds", "BatchStats", "Diagnosis", "Finding", "History", "HistoryFormatError",
+    "Metrics", "Monitor", "accuracy",
     "binary_accuracy",
     "binary_cross_entropy", "binary_cross_entropy_grad", "cross_entropy", "cross_entropy_grad",
     "diagnose", "evaluate", "evaluate_binary", "get_num_threads", "info", "landscape",
