@@ -741,9 +741,9 @@ def build_view(history: History, num_classes: int | None, th: Thresholds) -> Run
 def _steps_to_epochs(history: History) -> np.ndarray:
     """Per-step records placed on the epoch axis.
 
-    Fractional epochs (Hugging Face) are used as they are; integer epochs (Lightning) are
-    spread over the epoch, so that the last step of epoch ``e`` sits at ``e`` like the
-    epoch's own record and the validation run that ends it.
+    Fractional epochs (Hugging Face: progress, 0.5 = half way through the first epoch) are used
+    as they are; integer epochs (Lightning: the epoch a step belongs to) are spread over that
+    epoch, step i of k at ``e + i/k``, so a step of epoch 4 reads as epoch 4.x.
     """
     ep = history.step_epochs.astype(np.float64)
     if ep.size == 0 or not np.all(ep == np.round(ep)):
@@ -751,8 +751,7 @@ def _steps_to_epochs(history: History) -> np.ndarray:
     out = ep.copy()
     for e in np.unique(ep):
         idx = np.flatnonzero(ep == e)
-        k = idx.size
-        out[idx] = e - 1.0 + np.arange(1, k + 1) / k
+        out[idx] = e + np.arange(idx.size) / idx.size
     return out
 
 
