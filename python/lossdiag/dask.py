@@ -143,6 +143,12 @@ def _as_dask(da: Any, x: Any, name: str, chunks: tuple[tuple[int, ...], ...] | N
     return da.from_array(x, chunks=chunks if chunks is not None else "auto")
 
 
+def _known_chunks(x: Any, name: str) -> None:
+    if _is_dask(x) and any(math.isnan(c) for cs in x.chunks for c in cs):
+        raise ValueError(f"{name}: unknown chunk sizes (a boolean-mask selection?); call "
+                         f"{name}.compute_chunk_sizes() first")
+
+
 def _nbytes(chunks: tuple[tuple[int, ...], ...], itemsize: int) -> int:
     return int(np.prod([max(c) if c else 0 for c in chunks], dtype=np.float64)) * itemsize
 
@@ -190,6 +196,8 @@ def _prepare(m: Metrics, logits: Any, target: Any, max_chunk_bytes: Any,
     if not _is_dask(logits) and not _is_dask(target):
         raise TypeError("logits, target: neither is a Dask array; use Metrics.update or "
                         "lossdiag.evaluate for in-memory arrays")
+    _known_chunks(logits, "logits")
+    _known_chunks(target, "target")
     if not _is_dask(logits):  # in-memory logits with a Dask target: follow the target's chunks
         tch = target.chunks
         if not m.binary and len(tch) < len(getattr(logits, "shape", ())):
@@ -198,8 +206,6 @@ def _prepare(m: Metrics, logits: Any, target: Any, max_chunk_bytes: Any,
         logits = _as_dask(da, logits, "logits", tch if len(tch) == len(
             getattr(logits, "shape", ())) else None)
     logits = _as_dask(da, logits, "logits", None)
-    if any(math.isnan(c) for cs in logits.chunks for c in cs):
-        raise ValueError("logits: unknown chunk sizes; call logits.compute_chunk_sizes() first")
     V.check_dtype_logits(logits)
     shape = tuple(int(s) for s in logits.shape)
     tshape = tuple(int(s) for s in getattr(target, "shape", ()))
@@ -308,6 +314,7 @@ def evaluate(logits: Any, target: Any, *, num_classes: int | None = None, axis: 
         ``Metrics(...)`` updated chunk by chunk in C order of the block index (see the module
         docstring), whatever the scheduler.
     """
+    _known_chunks(logits, "logits")
     if num_classes is None:
         if binary:
             num_classes = 2
