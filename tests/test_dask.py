@@ -318,3 +318,21 @@ def test_local_cluster_two_worker_processes() -> None:
     ref = sequential(dict(num_classes=C, **kw), x, t, xd.chunks, cax=1)
     assert_same_bits(got, ref)
     assert_same_bits(ldd.evaluate(xd, td, scheduler="threads", **kw), ref)
+
+
+def test_bench_scale_smoke(tmp_path) -> None:
+    """bench/bench_scale.py runs on a tiny dataset and every mode ends with the same bits."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_scale.py"
+    spec = importlib.util.spec_from_file_location("bench_scale", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "scale.json"
+    assert mod.main(["--pixels", "2e6", "--repeat", "1", "--modes", "single-1t", "threads",
+                     "--json", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert data["same_bits"] and [r["mode"] for r in data["rows"]] == ["single-1t", "threads"]
+    assert all(r["pixels"] == 2_000_000 and r["chunks"] == 2 for r in data["rows"])
