@@ -221,6 +221,7 @@ def test_bad_input() -> None:
 
 
 def test_docstring_example() -> None:
+    assert lossdiag.dask is ldd  # also reachable as an attribute of the package
     res = doctest.testmod(ldd, optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
     assert res.attempted > 0 and res.failed == 0
 

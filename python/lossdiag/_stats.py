@@ -282,7 +282,7 @@ class Metrics:
         return distributed.sync(self, group)
 
     # -- update --------------------------------------------------------------------------------
-    def update(self, logits: Any, target: Any) -> BatchStats:
+    def update(self, logits: Any, target: Any) -> BatchStats | Metrics:
         """Evaluate one batch (one pass over the logits) and add it to the state.
 
         Dask arrays are evaluated one task per chunk (`lossdiag.dask.update`); the chunks' sums

@@ -40,7 +40,7 @@ from ._stats import Metrics
 
 _VERSION = 1
 _HEADER = ("version", "num_classes", "bins", "binary", "imagewise", "top_k", "label_smoothing",
-           "weight", "ignore_index", "layout", "n_int", "n_float", "soft")
+           "weight", "ignore_index", "pos_weight/threshold", "n_int", "n_float", "soft")
 _SOFT_UNKNOWN = -1  # a rank that saw no data has no opinion on soft targets
 
 
@@ -93,7 +93,6 @@ def _header(m: Metrics, n_int: int, n_float: int, soft: int) -> np.ndarray:
     if w is not None:
         w = np.asarray(w.get() if hasattr(w, "get") and not isinstance(w, np.ndarray) else w,
                        np.float64)
-    opts = (m.options.get("ignore_index"), m.options.get("axis"))
     bopts = m.binary_options.get("pos_weight"), m.binary_options.get("threshold")
     pw = bopts[0]
     if pw is not None:
@@ -104,7 +103,7 @@ def _header(m: Metrics, n_int: int, n_float: int, soft: int) -> np.ndarray:
         _crc(np.asarray(m.top_k, np.int64)),
         int(np.float64(m.options.get("label_smoothing", 0.0)).view(np.int64)),
         -1 if w is None else _crc(w),
-        int(opts[0]),
+        int(m.options.get("ignore_index", -100)),
         _crc(np.array([-1 if pw is None else _crc(pw), float(bopts[1])], np.float64)),
         n_int, n_float, soft,
     ], np.int64)
