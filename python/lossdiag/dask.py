@@ -159,7 +159,7 @@ def _fmt(n: float) -> str:
     return format_bytes(int(n))
 
 
-def _whole_axes(da: Any, x: Any, axes: list[int], max_bytes: int, why: str) -> Any:
+def _whole_axes(x: Any, axes: list[int], max_bytes: int, why: str) -> Any:
     """Rechunk `x` so that `axes` are whole in every chunk: once, with a warning; refused if a
     chunk would exceed `max_bytes`."""
     split = [a for a in axes if len(x.chunks[a]) > 1]
@@ -184,9 +184,10 @@ def _whole_axes(da: Any, x: Any, axes: list[int], max_bytes: int, why: str) -> A
 
 
 def _prepare(m: Metrics, logits: Any, target: Any, max_chunk_bytes: Any,
-             ) -> tuple[Any, Any, list[tuple[Any, Any]], bool]:
-    """Validated, aligned Dask arrays and the ordered list of (logits block, target block)."""
-    dask, da = _dask()
+             ) -> tuple[list[tuple[Any, Any]], bool]:
+    """Validate, align the chunks, and list the (logits block, target block) pairs in chunk
+    order; also whether the targets are class probabilities."""
+    _, da = _dask()
     from dask.utils import parse_bytes
 
     max_bytes = parse_bytes(max_chunk_bytes) if isinstance(max_chunk_bytes, str) else int(
@@ -234,7 +235,7 @@ def _prepare(m: Metrics, logits: Any, target: Any, max_chunk_bytes: Any,
             axes_whole += [a for a in range(1, len(shape)) if a != cax]
     why = "the class axis" if not m.imagewise else "imagewise needs whole images"
     if cax is not None:
-        logits = _whole_axes(da, logits, axes_whole, max_bytes, why)
+        logits = _whole_axes(logits, axes_whole, max_bytes, why)
     # The target follows the logits' chunks (1/C of the bytes; a lazy, chunkwise rechunk).
     if m.binary or soft:
         tchunks = logits.chunks
@@ -252,7 +253,7 @@ def _prepare(m: Metrics, logits: Any, target: Any, max_chunk_bytes: Any,
         li = idx if cax is None else idx[:cax] + (0,) + idx[cax:]
         ti = li if (m.binary or soft) else idx
         pairs.append((lblocks[li], tblocks[ti]))
-    return logits, target, pairs, soft
+    return pairs, soft
 
 
 def _tree(m: Metrics, pairs: list[tuple[Any, Any]], split_every: int) -> Any:
@@ -325,7 +326,7 @@ def evaluate(logits: Any, target: Any, *, num_classes: int | None = None, axis: 
                 label_smoothing=label_smoothing, top_k=top_k, bins=bins, binary=binary,
                 imagewise=imagewise, pos_weight=pos_weight, threshold=threshold)
     split_every = _check_split(split_every)
-    _, _, pairs, soft = _prepare(m, logits, target, max_chunk_bytes)
+    pairs, soft = _prepare(m, logits, target, max_chunk_bytes)
     dask, _ = _dask()
     out = dask.delayed(_to_metrics, pure=True)(_tree(m, pairs, split_every),
                                                dask.delayed(_config(m), traverse=False), soft)
@@ -345,7 +346,7 @@ def update(metrics: Metrics, logits: Any, target: Any, *, split_every: int = 8,
     if not isinstance(metrics, Metrics):
         raise TypeError(f"metrics: expected lossdiag.Metrics, got {type(metrics).__name__}")
     split_every = _check_split(split_every)
-    _, _, pairs, soft = _prepare(metrics, logits, target, max_chunk_bytes)
+    pairs, soft = _prepare(metrics, logits, target, max_chunk_bytes)
     top = _tree(metrics, pairs, split_every).compute(scheduler=scheduler)
     alone = _to_metrics(top, _config(metrics), soft)
     st = metrics.state_dict()
