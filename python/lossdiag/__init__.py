@@ -95,6 +95,10 @@ def __getattr__(name: str) -> Any:
         from . import diagnosis
 
         return getattr(diagnosis, name)
+    if name in ("dask", "distributed"):  # integrations: dask / torch imported on first use
+        import importlib
+
+        return importlib.import_module(f".{name}", __name__)
     if name == "landscape":
         import importlib
 

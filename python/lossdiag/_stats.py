@@ -272,9 +272,26 @@ class Metrics:
             self._state[k] = self._state[k] + other._state[k]
         return self
 
+    def sync(self, group: Any = None) -> Metrics:
+        """Replace the local state by that of all ranks of a torch.distributed ``group``
+        (default: the world), bitwise the same on every rank and equal to merging the ranks'
+        states in rank order. A collective: every rank must call it. See
+        `lossdiag.distributed.sync`."""
+        from . import distributed
+
+        return distributed.sync(self, group)
+
     # -- update --------------------------------------------------------------------------------
-    def update(self, logits: Any, target: Any) -> BatchStats:
-        """Evaluate one batch (one pass over the logits) and add it to the state."""
+    def update(self, logits: Any, target: Any) -> BatchStats | Metrics:
+        """Evaluate one batch (one pass over the logits) and add it to the state.
+
+        Dask arrays are evaluated one task per chunk (`lossdiag.dask.update`); the chunks' sums
+        are added in chunk order, and the statistics of the whole array come back as a
+        `Metrics`."""
+        if _is_dask(logits) or _is_dask(target):
+            from . import dask as _dask
+
+            return _dask.update(self, logits, target)
         from . import _api
 
         opts, bopts = self.options, self.binary_options
@@ -357,6 +374,10 @@ class Metrics:
         return derive(self._state, num_classes=self.num_classes, bins=self.bins,
                       top_k=self.top_k, label_smoothing=float(self.options["label_smoothing"]),
                       soft=getattr(self, "_soft", False), binary=self.binary, absent=absent)
+
+
+def _is_dask(x: Any) -> bool:
+    return type(x).__module__.startswith("dask.")  # without importing dask
 
 
 def _host(x: Any) -> np.ndarray:
