@@ -140,13 +140,20 @@ def test_every_odd_log_ends_in_a_report_or_a_named_error(files, name, capsys):
 
 
 @pytest.mark.parametrize("name", ["reversed_rows.csv", "repeated_epoch.csv", "nan_epoch.csv",
-                                  "keras_epoch_desc.json", "keras_epoch_dup.json",
+                                  "keras_epoch_desc.json",
                                   "lossdiag_x_desc.json", "lossdiag_x_nan.json",
                                   "lossdiag_stats_list.json", "text_in_loss.csv"])
 def test_rows_out_of_order_and_wrong_types_are_refused(files, name):
     with pytest.raises(HistoryFormatError) as info:
         History.from_path(files / name)
     assert name in str(info.value) and "expected" in str(info.value)
+
+
+def test_an_epoch_column_that_never_changes_is_read_row_by_row_with_a_note(files):
+    # CSVLogger(append=True) around fit(epochs=1) calls writes the same epoch on every row
+    h = History.from_path(files / "keras_epoch_dup.json")
+    assert h.epochs.tolist() == [0, 1, 2]
+    assert any("on every row" in n for n in h.meta["notes"])
 
 
 def test_a_log_holding_two_runs_keeps_the_last_with_a_note(files):

@@ -516,6 +516,14 @@ def _base_name(name: str) -> str:
     return m.group(1) if m and m.group(1) else name
 
 
+def _partial(name: str) -> bool:
+    """Precision, recall, sensitivity, specificity (of a class or overall) trade off against
+    each other: never 'the score' and never judged alone."""
+    base = _base_name(name)
+    return any(base == w or base.endswith("_" + w) or base.startswith(w + "_")
+               for w in _PARTIAL_SCORES)
+
+
 def _pick_loss(names: Sequence[str]) -> str | None:
     cands = [n for n in names if metric_direction(n) == "min"]
     if not cands:
@@ -656,8 +664,7 @@ def build_view(history: History, num_classes: int | None, th: Thresholds) -> Run
     # one exists; among per-class variants (f1_0, f1_1) take the hardest class
     cands: dict[str, Series] = {}
     for nm in sorted(set(val_names)):
-        if metric_direction(nm) != "max" or _base_name(nm) in _PARTIAL_SCORES or \
-                nm in _PARTIAL_SCORES:
+        if metric_direction(nm) != "max" or _partial(nm):
             continue
         s = series("val", nm, is_score=True)
         if s is not None and len(s) >= 2:
@@ -679,8 +686,7 @@ def build_view(history: History, num_classes: int | None, th: Thresholds) -> Run
         best_group = groups[min(groups)]
         score = min(best_group, key=lambda k: (float(np.median(cands[k].y)), k))
     else:
-        tr = [nm for nm in train_names if metric_direction(nm) == "max"
-              and _base_name(nm) not in _PARTIAL_SCORES]
+        tr = [nm for nm in train_names if metric_direction(nm) == "max" and not _partial(nm)]
         if tr:
             score = min(tr, key=_score_rank)
     view.score_name = score

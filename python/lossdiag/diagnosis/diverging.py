@@ -98,6 +98,16 @@ def _growth(s: Series, view: RunView, *, val_only: bool) -> dict[str, Any] | Non
             (n - i0) >= max(th.diverge_steady_points, n // 4) and \
             math.log(late) >= th.diverge_steady_sigmas * max(sig_up, 0.005):
         return _fit(x, y, i0, n - 1, "growth", sustained=True, end_rise=late)
+    # a jump to a level it never comes back from: the whole second half stays >= 2x the
+    # lowest point of the first third (a healthy training loss never does that)
+    if not val_only and n >= 6:
+        third = max(2, n // 3)
+        j0 = int(np.argmin(ly[:third]))
+        level2 = float(np.median(ly[n // 2:]))
+        if level2 - ly[j0] >= math.log(2.0) and \
+                float(np.min(ly[n // 2:])) - ly[j0] >= math.log(1.5):
+            return _fit(x, y, j0, n - 1, "growth", sustained=True,
+                        end_rise=math.exp(level2 - ly[j0]))
     return None
 
 

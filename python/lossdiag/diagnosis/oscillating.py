@@ -59,6 +59,8 @@ def measure(s: Series, *, error_of_score: bool = False,
         if not (np.all(y >= 0) and np.all(y <= 1)):
             return None
         y = 1.0 - y
+        if float(np.median(y)) < 0.02:
+            return None  # an accuracy above 98 % jiggles by a handful of samples
     if len(y) < 4 or np.any(y < 0):
         return None
     ly = log_values(y)
@@ -77,7 +79,7 @@ def measure(s: Series, *, error_of_score: bool = False,
            y[i] * (1 - 1 / r) >= 0.15 * span]
     sm = np.exp(running_median(ly, 3)) if len(y) >= 5 else y
     trend_span = float(np.max(sm) - np.min(sm))
-    scale_ok = math.isfinite(sig) and sig * level >= 0.1 * trend_span
+    scale_ok = math.isfinite(sig) and sig * level >= 0.05 * trend_span
     q = _quantum(y) if error_of_score else 0.0
     if q > 0:
         # an accuracy on a tiny validation set moves in steps of 1/n: swings of a step or two
@@ -120,7 +122,7 @@ def _hit(m: dict[str, Any], th: Any, *, wild: bool = False) -> str | None:
     # 60 epochs are tolerated, the same in 10 epochs are not; a 10x jump always counts
     k = len(m["spikes"])
     top = max(r for _, r in m["spikes"])
-    if k >= max(4, m["n"] / 20) or (k in (2, 3) and m["n"] <= 30) or (k >= 2 and top >= 5.0) \
+    if k >= max(4, m["n"] / 30) or (k in (2, 3) and m["n"] <= 30) or (k >= 2 and top >= 5.0) \
             or (k == 1 and ((m["n"] <= 15 and top >= 1.6) or top >= 10.0)):
         return "spikes"
     return None
@@ -141,8 +143,8 @@ def check(view: RunView) -> list[Finding]:
     val_curves: list[tuple[Series, bool]] = []
     if view.val_loss is not None:
         val_curves.append((cut(view.val_loss), False))
-    for sc in view.val_scores.values():
-        val_curves.append((cut(sc), True))
+    if view.val_score is not None:  # the primary score only: per-class metrics are noisy
+        val_curves.append((cut(view.val_score), True))
     train = cut(view.train_loss)
     need = 12 if div is not None else 4  # a pre-divergence ramp zig-zags on its way up
     cands: list[tuple[Series, bool, bool]] = [(s, e, False) for s, e in val_curves

@@ -34,6 +34,7 @@ import numpy as np
 
 from ._stats import (
     RunView,
+    Series,
     SkipCheck,
     fmt,
     keras_early_stopping,
@@ -114,7 +115,12 @@ def check(view: RunView) -> list[Finding]:
         raise SkipCheck(f"only {len(v)} validation points (need 4)")
     div = view.found.get("diverging")
     if div and not div.get("val_only"):
-        raise SkipCheck("the loss diverges (see 'diverging')")
+        # judge the part before the divergence: a run can overfit first and blow up later
+        x0 = float(div["start"])
+        v = Series(v.key, v.x[v.x < x0], v.y[v.x < x0], int(np.sum(v.x < x0)))
+        t = Series(t.key, t.x[t.x < x0], t.y[t.x < x0], int(np.sum(t.x < x0)))
+        if len(v) < 6 or len(t) < 3:
+            raise SkipCheck("the loss diverges (see 'diverging')")
     st = view.found.get("stuck")
     if st and not st.get("val_only"):
         raise SkipCheck("the model is stuck (see 'stuck')")

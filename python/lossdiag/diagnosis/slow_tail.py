@@ -95,8 +95,10 @@ def check(view: RunView) -> list[Finding]:
     whole_slope, _, whole_r2 = linfit(x, y)
     whole_rho = spearman(x, y)
     drop_all = (float(y[0]) - float(y[-1])) / float(y[0])
+    # ... slowly: a few percent per point, not a fast healthy descent that happens to be straight
+    per_point = drop_all / max(n - 1, 1)
     linear_run = (n <= 30 and whole_r2 >= th.tail_linear_r2 and whole_rho <= -0.8
-                  and whole_slope < 0
+                  and whole_slope < 0 and per_point <= 0.05
                   and drop_all >= max(0.03, 3 * sig))
     if n < 2 * th.min_points and not linear_run:
         return []
@@ -122,7 +124,7 @@ def check(view: RunView) -> list[Finding]:
     _, _, r2 = linfit(tx, ty)
     diminishing = n >= th.tail_min_points and ratio <= th.tail_rate_ratio
     # or a long tail that is itself a straight line (the loss creeps down at a constant rate)
-    linear_tail = n >= th.tail_min_points and len(tx) >= 8 and r2 >= 0.95
+    linear_tail = n >= th.tail_min_points and len(tx) >= 8 and r2 >= th.tail_linear_r2
     if not (diminishing or linear_run or linear_tail) or tail_rate <= 0:
         return []
     # fit in time since the start of training (1-based) so that the power law is defined
@@ -158,6 +160,8 @@ def check(view: RunView) -> list[Finding]:
                                                          if np.any(sc.x >= tx[0] - 1e-9)
                                                          else sc.y[-1:])) >= 0.999
     worth = rel_gain >= th.tail_worth and (val_trend is None or val_trend < 0) and not perfect
+    if not (linear_run or linear_tail or perfect) and rel_gain < th.tail_worth:
+        return []  # an ever slower tail with little left to gain has converged
     ev: dict[str, Any] = {"series": s.key, "tail_start": float(tx[0]),
                           f"tail_rate_per_{u}": tail_rate, f"early_rate_per_{u}": head_rate,
                           "rate_ratio": ratio, "tail_linear_r2": r2, "best_fit": best.kind,

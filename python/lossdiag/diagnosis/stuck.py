@@ -34,6 +34,7 @@ spike that the loss merely comes back down from does not count as learning.
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -262,15 +263,38 @@ def _ln_k(s: Series | None) -> int | None:
     return None
 
 
+def _cut(s: Series | None, x0: float) -> Series | None:
+    return None if s is None else s.since(x0)
+
+
 def check(view: RunView) -> list[Finding]:
-    th = view.th
     div = view.found.get("diverging")
     if div and div.get("cause") != "loss-above-chance":
-        raise SkipCheck("the loss diverges (see 'diverging')")
+        # after a divergence only one thing is worth saying: the run died into a constant state
+        # (at chance level, a frozen loss, one answer for everything) and never came back
+        s = view.main_loss()
+        post = s.x[s.x >= float(div["start"])] if s is not None else np.zeros(0)
+        if post.size < 10:
+            raise SkipCheck("the loss diverges (see 'diverging')")
+        x0 = float(np.median(post))
+        sub = replace(view, train_loss=_cut(view.train_loss, x0),
+                      val_loss=_cut(view.val_loss, x0), val_score=_cut(view.val_score, x0),
+                      train_score=_cut(view.train_score, x0), stats=[])
+        res = _check(sub, after_divergence=True)
+        if not res:
+            raise SkipCheck("the loss diverges (see 'diverging')")
+        return res
+    return _check(view)
+
+
+def _check(view: RunView, *, after_divergence: bool = False) -> list[Finding]:
+    th = view.th
     s: Series | None = view.main_loss()
     if s is None:
         raise SkipCheck("no loss curve")
-    if len(s) < 4 and (view.val_loss is None or len(view.val_loss) < 4):
+    scores = [sc for sc in (view.val_score, view.train_score) if sc is not None]
+    if len(s) < 4 and (view.val_loss is None or len(view.val_loss) < 4) and \
+            not any(len(sc) >= 4 for sc in scores):
         raise SkipCheck(f"only {len(s)} loss values (need 4)")
     near = th.stuck_near_level
     chance = view.chance
@@ -288,7 +312,7 @@ def check(view: RunView) -> list[Finding]:
     tr = view.train_loss
     chance_train = None
     if tr is not None and len(tr) >= 4 and chance is not None:
-        late = tr.since(float(tr.x[len(tr) // 2]))
+        late = tr if after_divergence else tr.since(float(tr.x[len(tr) // 2]))
         chance_train = _at_chance(late, chance, near, th)
     pinned = _pinned_score(view)
     # a loss at or above chance while the accuracy is far above chance is a few huge losses
@@ -335,10 +359,13 @@ def check(view: RunView) -> list[Finding]:
         ev["lr"] = lr
 
     cause = None
+    if after_divergence:
+        collapse = None
+        prior = None
     if collapse is not None:
         cause = "majority-collapse"
     elif flat and n >= th.min_points and rho <= -th.stuck_lr_low_consistency and \
-            _not_converged(view, late, chance):
+            _not_converged(view, late, chance) and not after_divergence:
         cause = "lr-too-low"
     elif chance_val is not None or chance_train is not None:
         cause = "uniform-predictions"
@@ -527,6 +554,10 @@ def check(view: RunView) -> list[Finding]:
     # something, so overfitting is still judged
     train_learning = tr is not None and len(tr) >= 3 and \
         float(np.median(tr.y[-max(1, len(tr) // 3):])) <= 0.8 * float(tr.y[0])
-    view.found[CODE] = {"cause": cause, "val_only": train_learning and chance_train is None}
+    if after_divergence:
+        expl = ("After the divergence the run never recovered: " + expl[0].lower() + expl[1:])
+        title = "after diverging, " + title
+    view.found[CODE] = {"cause": cause, "val_only": after_divergence or (
+        train_learning and chance_train is None)}
     return [Finding(CODE, "warning", title, span[0], span[1], expl, ev, recs, cause=cause,
                     unit=u, series=[s.key])]

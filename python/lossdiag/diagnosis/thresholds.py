@@ -56,7 +56,7 @@ class Thresholds:
     diverge_steady_points: int = _t(5, "diverging", "... over at least this many points ...")
     diverge_steady_sigmas: float = _t(6.0, "diverging", "... and stands this many noise sigmas "
                                       "out of the rising segment's own noise")
-    diverge_spike_rise: float = _t(10.0, "diverging", "explosion: a jump to >= this x the median "
+    diverge_spike_rise: float = _t(5.0, "diverging", "explosion: a jump to >= this x the median "
                                    "of the points before it ...")
     diverge_spike_keep: float = _t(3.0, "diverging", "... that stays >= this x that level "
                                    "(otherwise the loss came back: see oscillating)")
@@ -92,7 +92,7 @@ class Thresholds:
                                     "than this at a bad value (F1/IoU ~ 0, accuracy ~ 1/C), or "
                                     "that is exactly constant, means one answer for every "
                                     "sample ...")
-    stuck_pinned_loss_fall: float = _t(0.10, "stuck", "... unless the loss falls by this "
+    stuck_pinned_loss_fall: float = _t(0.25, "stuck", "... unless the loss falls by this "
                                        "fraction meanwhile (then the metric is broken)")
     stuck_frozen_points: int = _t(5, "stuck", "a loss exactly constant (every logged digit) for "
                                   "this many records is frozen: no update at all")
@@ -177,9 +177,9 @@ class Thresholds:
     tail_rate_ratio: float = _t(0.25, "slow-tail", "tail rate / early rate (relative per "
                                 "epoch) below this: diminishing returns ...")
     tail_min_points: int = _t(15, "slow-tail", "... judged on runs of at least this many points")
-    tail_linear_r2: float = _t(0.9, "slow-tail", "a run of at most 30 points this well fitted "
-                               "by one falling straight line has no fast phase at all: it "
-                               "creeps down")
+    tail_linear_r2: float = _t(0.9, "slow-tail", "a tail of 8+ points, or a run of at most 30 "
+                               "points, this well fitted by one falling straight line creeps "
+                               "down at a constant rate")
     tail_lr_done: float = _t(0.05, "slow-tail", "a learning rate that ended at or below this "
                              "share of its peak finished its schedule: no slow-tail")
     tail_horizon: float = _t(0.5, "slow-tail", "projection horizon, as a share of the epochs "

@@ -98,10 +98,17 @@ def _from_columns(d: Mapping[str, Any], source: str, *, epochs: Any = None,
         if ep.shape != (n,):
             raise HistoryFormatError(source, f"{len(ep)} epochs for {n} values",
                                      "one epoch number per row")
+    const_note = None
+    if n >= 3 and np.all(ep == ep[0]):
+        # CSVLogger(append=True) around fit(epochs=1) calls writes epoch 0 on every row
+        const_note = (f"the epoch column is {ep[0]:g} on every row: each row is read as one "
+                      f"epoch (0-{n - 1})")
+        ep = np.arange(n, dtype=np.float64)
     keep, note = _ordered_rows(source, ep, "epoch")
     if keep:
         ep = ep[keep:]
         cols = {k: (v[keep:], p[keep:]) for k, (v, p) in cols.items()}
+    note = "; ".join(t for t in (const_note, note) if t) or None
     grouped = _group_columns(cols, source)
     if not any(k != "lr" and metric_direction(k.split("/", 1)[1]) for k in grouped):
         raise HistoryFormatError(source, f"no recognisable metric among columns {list(d)}",
