@@ -27,6 +27,16 @@ TOL = {torch.float64: (1e-12, 1e-12), torch.float32: (1e-5, 1e-6),
 DTYPES = list(TOL)
 
 
+@pytest.fixture(autouse=True)
+def _recycle_small_buffers():
+    """Every test here also exercises the CPU gradient-buffer recycling (normally >= 1 MB)."""
+    before = ldt._grad_buffers.min_bytes
+    ldt._grad_buffers.min_bytes = 0
+    yield
+    ldt._grad_buffers.min_bytes = before
+    ldt.empty_cache()
+
+
 def _seed(n=0):
     return torch.Generator().manual_seed(n)
 
@@ -359,6 +369,39 @@ def test_module_inplace_backward_in_a_model():
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
+def test_gradient_buffers_are_recycled_only_when_free():
+    g = _seed(16)
+    x0 = torch.randn(4, 5, 6, 6, generator=g)
+    y = _labels((4, 6, 6), 5, g)
+    xr = x0.clone().requires_grad_(True)
+    (ref,) = torch.autograd.grad(F.cross_entropy(xr, y), xr)
+
+    def grad(x):
+        x = x.clone().requires_grad_(True)
+        return torch.autograd.grad(ldt.cross_entropy(x, y), x)[0]
+
+    ldt.empty_cache()
+    g1 = grad(x0)
+    p1 = g1.data_ptr()
+    g2 = grad(x0 + 1.0)  # g1 is alive: another buffer, g1 untouched
+    assert g2.data_ptr() != p1
+    torch.testing.assert_close(g1, ref)
+    del g1, g2
+    g3 = grad(x0)  # free again: reused
+    assert g3.data_ptr() == p1
+    torch.testing.assert_close(g3, ref)
+    # a graph not yet backpropagated keeps its gradient (the recycled buffer) busy
+    del g3
+    xx = x0.clone().requires_grad_(True)
+    loss = ldt.cross_entropy(xx, y)
+    g4 = grad(x0 + 2.0)
+    assert g4.data_ptr() != p1
+    (g5,) = torch.autograd.grad(loss * 2.0, xx)
+    torch.testing.assert_close(g5, 2.0 * ref)
+    ldt.empty_cache()
+    assert not ldt._grad_buffers._bufs
+
+
 # ------------------------------------------------------------------------------------------------
 # modules
 # ------------------------------------------------------------------------------------------------
@@ -622,3 +665,29 @@ def test_cuda_inplace_and_compile():
     compiled = torch.compile(lambda x, y: ldt.cross_entropy(net(x), y), backend="aot_eager",
                              fullgraph=True)
     torch.testing.assert_close(compiled(x, y), F.cross_entropy(net(x), y))
+
+
+# ------------------------------------------------------------------------------------------------
+# the benchmark script runs (tiny shape, no timing assertions)
+# ------------------------------------------------------------------------------------------------
+def test_bench_torch_smoke(tmp_path, restore_threads):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "bench" / "bench_torch.py"
+    spec = importlib.util.spec_from_file_location("bench_torch", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    threads = torch.get_num_threads()
+    out = tmp_path / "b.json"
+    try:
+        assert bench.main(["--shape", "2", "3", "16", "16", "--rounds", "1", "--train-rounds",
+                           "1", "--warmup", "0", "--skip", "memory", "--json", str(out)]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    res = json.loads(out.read_text())
+    assert set(res["loss_fwd_bwd"]) >= {"torch", "lossdiag", "lossdiag inplace"}
+    assert set(res["train_step"]) == {"torch", "lossdiag", "lossdiag inplace"}
+    mem = bench.memory_child("lossdiag inplace", (2, 3, 64, 64))
+    assert mem["grad_is_logits"] and mem["extra_buffers"] >= 0
