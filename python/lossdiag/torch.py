@@ -12,6 +12,9 @@ torch's own loss reads and writes logits-sized tensors five or six times over th
   allocation at all. **The logits are destroyed**: after the loss call their memory holds the
   gradient. Use it when nothing reads the logits after the loss (metrics before it); autograd
   refuses the backward of any other operation that saved them (their version counter is bumped).
+* On the CPU the gradient buffer is recycled from one call to the next once no tensor uses it
+  any more (a fresh logits-sized buffer costs page faults on every step); at most two are kept,
+  `empty_cache()` releases them.
 * Tensors in, tensors out, on the logits' device: CPU tensors go to the compiled CPU kernels as
   zero-copy views, CUDA tensors to lossdiag's CUDA backend through DLPack (on torch's current
   stream; it needs CuPy). float16, bfloat16, float32, float64 logits; float16 and bfloat16 are
