@@ -7,6 +7,7 @@
 #include <omp.h>
 #endif
 #include <stdexcept>
+#include <string>
 #include <vector>
 
 #include "common.h"
@@ -25,6 +26,12 @@ int threads() {
 #else
   return 1;
 #endif
+}
+
+// An unknown float dtype code would be read as float64 by the kernels' default branch: refuse it
+// here, where a mismatch between the Python side and this build would otherwise corrupt memory.
+void check_float_code(int code, const char* what) {
+  if (code < F16 || code > BF16) throw std::invalid_argument(std::string(what) + ": unknown float dtype code");
 }
 
 template <class T = void> T* ptr(const py::object& o) {
@@ -47,6 +54,8 @@ py::dict ce(py::object x, int xdt, py::object t, int tdt, bool soft, int64_t N, 
             py::object conf_sum, py::object margin_hist, bool per_sample, py::object s_loss,
             py::object s_count, py::object s_correct, py::object s_inter, py::object s_true,
             py::object s_pred) {
+  check_float_code(xdt, "logits");
+  if (soft) check_float_code(tdt, "target");
   CEArgs a;
   a.x = cptr(x); a.xdt = xdt; a.t = cptr(t); a.tdt = tdt; a.soft = soft;
   a.N = N; a.C = C; a.inner = inner; a.E = E; a.S = S; a.rows = rows;
@@ -89,6 +98,8 @@ py::dict bce(py::object x, int xdt, py::object t, int tdt, bool tfloat, int64_t 
              py::object confusion, py::object class_loss, py::object class_count,
              py::object true_hist, py::object conf_hist, py::object conf_correct,
              py::object conf_sum, py::object margin_hist, py::object prob_hist) {
+  check_float_code(xdt, "logits");
+  if (tfloat) check_float_code(tdt, "target");
   BCEArgs a;
   a.x = cptr(x); a.xdt = xdt; a.t = cptr(t); a.tdt = tdt; a.tfloat = tfloat; a.E = E;
   a.pw = cptr<double>(pw);

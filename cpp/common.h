@@ -8,7 +8,8 @@
 
 namespace lossdiag {
 
-enum DType : int { F16 = 0, F32 = 1, F64 = 2 };
+// BF16 = 3 as in the CUDA backend (cpp/cuda/cuda_api.h).
+enum DType : int { F16 = 0, F32 = 1, F64 = 2, BF16 = 3 };
 // Label dtypes, read as they are (no conversion copy).
 enum LType : int { U8 = 0, I8, U16, I16, U32, I32, U64, I64, LBOOL };
 

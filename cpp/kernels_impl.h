@@ -14,6 +14,22 @@ constexpr int kMaxSlabs = 64;
 LD_INLINE int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 LD_INLINE int64_t imax(int64_t a, int64_t b) { return a > b ? a : b; }
 
+// bfloat16 storage (torch.bfloat16): the upper half of a float32. NumPy has no such type, so the
+// kernels get their own; like float16, it is loaded into float32 and computed there. Loads widen
+// exactly; stores round to nearest even as torch does (any NaN becomes the quiet NaN 0x7fc0), so
+// a bfloat16 gradient is the float32 one rounded the way torch rounds it.
+struct bf16 {
+  uint16_t u;
+  bf16() = default;
+  LD_INLINE bf16(float f) {
+    const uint32_t b = bits(f);
+    u = (b & 0x7fffffffu) > 0x7f800000u ? (uint16_t)0x7fc0
+                                         : (uint16_t)((b + 0x7fffu + ((b >> 16) & 1u)) >> 16);
+  }
+  LD_INLINE operator float() const { return fbits((uint32_t)u << 16); }
+};
+static_assert(sizeof(bf16) == 2, "bf16 must be two bytes (arrays of it alias the tensor)");
+
 template <class S> struct ComputeT { using type = float; };
 template <> struct ComputeT<double> { using type = double; };
 // Lanes per block: 4 independent vectors, so the per-class dependency chains (max, sums)
@@ -106,6 +122,7 @@ template <class F> LD_INLINE void load_cvt(const void* base, int dt, bool is_flo
   if (is_float) {
     switch (dt) {
       case F16: cvt_t<_Float16>(base, off, n, out, os); return;
+      case BF16: cvt_t<bf16>(base, off, n, out, os); return;
       case F32: cvt_t<float>(base, off, n, out, os); return;
       default: cvt_t<double>(base, off, n, out, os); return;
     }
@@ -1328,6 +1345,7 @@ void ce_labels(const CEArgs& a, CEResult& r) {
 void ce_entry(const CEArgs& a, CEResult& r) {
   switch (a.xdt) {
     case F16: return ce_labels<_Float16>(a, r);
+    case BF16: return ce_labels<bf16>(a, r);
     case F32: return ce_labels<float>(a, r);
     default: return ce_labels<double>(a, r);
   }
@@ -1469,6 +1487,7 @@ void bce_target(const BCEArgs& a, BCEResult& r) {
 void bce_entry(const BCEArgs& a, BCEResult& r) {
   switch (a.xdt) {
     case F16: return bce_target<_Float16>(a, r);
+    case BF16: return bce_target<bf16>(a, r);
     case F32: return bce_target<float>(a, r);
     default: return bce_target<double>(a, r);
   }

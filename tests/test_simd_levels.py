@@ -10,7 +10,7 @@ import lossdiag as ld
 import numpy as np
 import pytest
 import reference as R
-from conftest import FLOAT_DTYPES, cast_logits, check_stats, make_case, shape_id
+from conftest import FLOAT_DTYPES, cast_logits, check_stats, make_case, make_soft, shape_id
 from lossdiag import _core
 
 LEVELS = ["base", "avx2", "avx512"]
@@ -70,6 +70,59 @@ def test_binary_at_level(simd, shape, dtype):
                                    atol=tol)
         acc = ld.binary_accuracy(x, y, threshold=0.3)
         assert acc == pytest.approx(R.ref_binary_accuracy(xr, yr, threshold=0.3), rel=1e-15)
+
+
+@pytest.mark.parametrize("case", CASES, ids=shape_id)
+def test_bfloat16_at_level(simd, case):
+    """bfloat16 logits and soft targets (torch CPU tensors: NumPy has no bfloat16) at this level.
+
+    They are loaded into float32 and computed there, as float16: every statistic equals the
+    float32 kernel's on the same values (and the float64 reference), the gradient is the float32
+    gradient rounded to nearest even, bit for bit."""
+    torch = pytest.importorskip("torch")
+    shape, axis = case
+    x64, y = make_case(shape, axis, seed=114, scale=3.0, ignore_index=255, frac_ignored=0.1,
+                       label_dtype=np.uint8)
+    xb = torch.from_numpy(x64).to(torch.bfloat16)
+    xf = xb.float().numpy()  # exactly the bfloat16 values
+    kw = dict(axis=axis, ignore_index=255, bins=20, top_k=(1, 3), grad=True)
+    sb, sf = ld.evaluate(xb, y, **kw), ld.evaluate(xf, y, **kw)
+    check_stats(sb, R.ref_evaluate(xf.astype(np.float64), y, **kw), np.float32,
+                check_grad=False)
+    assert np.float64(sb.loss).tobytes() == np.float64(sf.loss).tobytes()
+    np.testing.assert_array_equal(sb.confusion, sf.confusion)
+    assert sb.grad.dtype == torch.bfloat16
+    assert torch.equal(sb.grad, torch.from_numpy(sf.grad).to(torch.bfloat16))
+    ls = dict(axis=axis, label_smoothing=0.1, reduction="none")
+    p = torch.from_numpy(make_soft(shape, axis, seed=114)).to(torch.bfloat16)
+    lb, gb = ld.cross_entropy_grad(xb, p, **ls)
+    lf, gf = ld.cross_entropy_grad(xf, p.float().numpy(), **ls)
+    np.testing.assert_array_equal(lb.numpy(), lf)
+    assert torch.equal(gb, torch.from_numpy(gf).to(torch.bfloat16))
+    ref = R.ref_cross_entropy(xf.astype(np.float64), p.double().numpy(), **ls)[0]
+    np.testing.assert_allclose(lb.numpy(), ref, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(200,), (4, 1, 16, 16), (3, 7, 5)], ids=str)
+def test_binary_bfloat16_at_level(simd, shape):
+    """bfloat16 binary logits and targets: the float32 results on the same values, the gradient
+    rounded to nearest even."""
+    torch = pytest.importorskip("torch")
+    r = np.random.default_rng(115)
+    xb = torch.from_numpy(r.normal(size=shape) * 4.0).to(torch.bfloat16)
+    tb = torch.from_numpy(r.random(shape)).to(torch.bfloat16)
+    xf, tf = xb.float().numpy(), tb.float().numpy()
+    pw = np.linspace(0.5, 3.0, shape[-1])
+    lb, gb = ld.binary_cross_entropy_grad(xb, tb, pos_weight=pw)
+    lf, gf = ld.binary_cross_entropy_grad(xf, tf, pos_weight=pw)
+    assert np.float64(lb).tobytes() == np.float64(lf).tobytes()
+    assert torch.equal(gb, torch.from_numpy(gf).to(torch.bfloat16))
+    ref = R.ref_binary_cross_entropy(xf.astype(np.float64), tf.astype(np.float64),
+                                     pos_weight=pw)[0]
+    assert lb == pytest.approx(ref, rel=1e-6)
+    sb, sf = ld.evaluate_binary(xb, tb, bins=10), ld.evaluate_binary(xf, tf, bins=10)
+    np.testing.assert_array_equal(sb.confusion, sf.confusion)
+    np.testing.assert_array_equal(sb.prob_hist, sf.prob_hist)
 
 
 def test_landscape_at_level(simd):

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _cpu
+from . import _cpu, _interop
 from ._stats import BatchStats
 
 _DLPACK_CUDA = (2, 3, 13)  # kDLCUDA, kDLCUDAHost, kDLCUDAManaged
@@ -88,6 +88,7 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = 1, weight: Any = None
         >>> round(lossdiag.cross_entropy(x, np.array([0, 2])), 6)
         0.175456
     """
+    _interop.refuse_graph(logits, "cross_entropy", "cross_entropy")
     return _backend(logits=logits, target=target, weight=weight).cross_entropy(
         logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
         label_smoothing=label_smoothing, reduction=reduction, from_logits=from_logits)
@@ -130,6 +131,7 @@ def binary_cross_entropy(logits: Any, target: Any, *, pos_weight: Any = None,
         >>> round(lossdiag.binary_cross_entropy(np.array([0.0, 2.0]), np.array([1.0, 0.0])), 6)
         1.410038
     """
+    _interop.refuse_graph(logits, "binary_cross_entropy", "binary_cross_entropy_with_logits")
     return _backend(logits=logits, target=target, pos_weight=pos_weight).binary_cross_entropy(
         logits, target, pos_weight=pos_weight, reduction=reduction, from_logits=from_logits)
 

@@ -1,4 +1,10 @@
-"""CPU backend: NumPy arrays in, compiled kernels (lossdiag._core) run with the GIL released."""
+"""CPU backend: NumPy arrays in, compiled kernels (lossdiag._core) run with the GIL released.
+
+CPU torch tensors are read as zero-copy NumPy views (V.as_cpu_array -> _interop), and array
+results for torch logits come back as torch tensors over the same memory (_interop.like_input).
+bfloat16 logits and float targets arrive under _interop.BF16 (or ml_dtypes' bfloat16) and are
+handed to the kernels as dtype code 3; they are computed in float32, like float16.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +13,38 @@ from typing import Any
 
 import numpy as np
 
-from . import _core
+from . import _core, _interop
 from . import _validate as V
 from ._stats import BatchStats
 
 
+def _check_logits(x: np.ndarray) -> None:
+    if not _interop.is_bf16(x.dtype):
+        V.check_dtype_logits(x)
+
+
+def _xcode(dtype) -> int:
+    """The kernels' dtype code of float logits or float targets (bfloat16 included)."""
+    return _interop.BF16_CODE if _interop.is_bf16(dtype) else V.logit_code(dtype)
+
+
+def _check_target(t: np.ndarray, lay: V.Layout) -> tuple[bool, int]:
+    if _interop.is_bf16(t.dtype):  # bfloat16 class probabilities (a uint16 view: not labels)
+        if tuple(t.shape) != lay.shape:
+            raise ValueError(
+                f"target: float (class-probability) targets must have the shape of logits "
+                f"{lay.shape}, got {tuple(t.shape)}; integer class labels must have shape "
+                f"{lay.target_shape}")
+        return True, _interop.BF16_CODE
+    return V.check_target(t, lay)
+
+
 def _prep_ce(logits, target, axis, weight, ignore_index, label_smoothing, reduction):
     x = V.as_cpu_array(logits, "logits")
-    V.check_dtype_logits(x)
+    _check_logits(x)
     t = V.as_cpu_array(target, "target")
     lay = V.resolve_layout(x.shape, axis)
-    soft, tcode = V.check_target(t, lay)
+    soft, tcode = _check_target(t, lay)
     w = V.check_weight(weight, lay.C)
     ign, eps = V.check_options(ignore_index, label_smoothing, reduction)
     return V.contiguous(x), V.contiguous(t), lay, soft, tcode, w, ign, eps
@@ -29,7 +56,7 @@ def _call_ce(x, t, lay, soft, tcode, w, ign, eps, *, probs=False, loss=True, gra
     arrays = arrays or {}
     sa = sample_arrays or {}
     r = _core.ce(
-        x, V.logit_code(x.dtype), t, tcode, soft, lay.N, lay.C, lay.inner, lay.E, lay.S, lay.rows,
+        x, _xcode(x.dtype), t, tcode, soft, lay.N, lay.C, lay.inner, lay.E, lay.S, lay.rows,
         w, ign, eps, probs, loss, grad, stats, topk, gscale, g, loss_out, list(ks), bins,
         arrays.get("confusion"), arrays.get("class_loss_sum"), arrays.get("class_count"),
         arrays.get("true_prob_hist"), arrays.get("conf_hist"), arrays.get("conf_correct"),
@@ -80,19 +107,20 @@ def cross_entropy(logits, target, *, axis=1, weight=None, ignore_index=-100, lab
         logits, target, axis, weight, ignore_index, label_smoothing, reduction)
     lo = _loss_out(x, lay, reduction)
     r = _call_ce(x, t, lay, soft, tcode, w, ign, eps, probs=not from_logits, loss_out=lo)
-    return _reduce(r, lay, soft, eps, reduction, lo)
+    return _interop.like_input(logits, _reduce(r, lay, soft, eps, reduction, lo))
 
 
 def cross_entropy_grad(logits, target, *, axis=1, weight=None, ignore_index=-100,
                        label_smoothing=0.0, reduction="mean", from_logits=True, out=None):
     x, t, lay, soft, tcode, w, ign, eps = _prep_ce(
         logits, target, axis, weight, ignore_index, label_smoothing, reduction)
-    g = np.empty_like(x) if out is None else V.check_out(out, x)
+    g = np.empty_like(x) if out is None else V.check_out(_interop.out_array(out), x)
     gs = _grad_scale(t, lay, soft, tcode, w, ign, reduction)
     lo = _loss_out(x, lay, reduction)
     r = _call_ce(x, t, lay, soft, tcode, w, ign, eps, probs=not from_logits, grad=True,
                  gscale=gs, g=g, loss_out=lo)
-    return _reduce(r, lay, soft, eps, reduction, lo), g
+    return (_interop.like_input(logits, _reduce(r, lay, soft, eps, reduction, lo)),
+            _interop.like_input(logits, g, out))
 
 
 def accuracy(logits, target, *, axis=1, top_k=1, ignore_index=-100):
@@ -108,12 +136,14 @@ def accuracy(logits, target, *, axis=1, top_k=1, ignore_index=-100):
 # ------------------------------------------------------------------------------------------------
 def _prep_bce(logits, target, reduction, name_t="target"):
     x = V.as_cpu_array(logits, "logits")
-    V.check_dtype_logits(x)
+    _check_logits(x)
     t = V.as_cpu_array(target, name_t)
     if t.shape != x.shape:
         raise ValueError(f"{name_t}: shape {t.shape} does not match logits {x.shape}")
     dt = np.dtype(t.dtype)
-    if dt.kind == "f":
+    if _interop.is_bf16(dt):
+        tfloat, tcode = True, _interop.BF16_CODE
+    elif dt.kind == "f":
         if dt not in (np.float16, np.float32, np.float64):
             raise TypeError(f"{name_t}: dtype {dt.name} is not supported")
         tfloat, tcode = True, V.logit_code(dt)
@@ -129,7 +159,7 @@ def _prep_bce(logits, target, reduction, name_t="target"):
 def _call_bce(x, t, tfloat, tcode, pw, pw_inner, *, probs=False, grad=False, stats=False,
               threshold=0.0, gscale=1.0, g=None, loss_out=None, bins=0, arrays=None):
     a = arrays or {}
-    r = _core.bce(x, V.logit_code(x.dtype), t, tcode, tfloat, x.size, pw, pw_inner, probs, True,
+    r = _core.bce(x, _xcode(x.dtype), t, tcode, tfloat, x.size, pw, pw_inner, probs, True,
                   grad, stats, float(threshold), gscale, g, loss_out, bins, a.get("confusion"),
                   a.get("class_loss_sum"), a.get("class_count"), a.get("true_prob_hist"),
                   a.get("conf_hist"), a.get("conf_correct"), a.get("conf_sum"),
@@ -155,21 +185,22 @@ def binary_cross_entropy(logits, target, *, pos_weight=None, reduction="mean", f
     if reduction == "none":
         lo = np.empty(x.shape, np.float64 if x.dtype == np.float64 else np.float32)
     r = _call_bce(x, t, tfloat, tcode, pw, pwi, probs=not from_logits, loss_out=lo)
-    return _bce_reduce(r, x.size, reduction, lo)
+    return _interop.like_input(logits, _bce_reduce(r, x.size, reduction, lo))
 
 
 def binary_cross_entropy_grad(logits, target, *, pos_weight=None, reduction="mean",
                               from_logits=True, out=None):
     x, t, tfloat, tcode = _prep_bce(logits, target, reduction)
     pw, pwi = V.pos_weight_pattern(pos_weight, x.shape)
-    g = np.empty_like(x) if out is None else V.check_out(out, x)
+    g = np.empty_like(x) if out is None else V.check_out(_interop.out_array(out), x)
     lo = None
     if reduction == "none":
         lo = np.empty(x.shape, np.float64 if x.dtype == np.float64 else np.float32)
     gs = 1.0 / x.size if reduction == "mean" and x.size else 1.0
     r = _call_bce(x, t, tfloat, tcode, pw, pwi, probs=not from_logits, grad=True, gscale=gs, g=g,
                   loss_out=lo)
-    return _bce_reduce(r, x.size, reduction, lo), g
+    return (_interop.like_input(logits, _bce_reduce(r, x.size, reduction, lo)),
+            _interop.like_input(logits, g, out))
 
 
 def binary_accuracy(logits, target, *, threshold=0.0):
@@ -191,7 +222,7 @@ def evaluate(logits, target, *, axis=1, weight=None, ignore_index=-100, label_sm
     g = None
     gs = 1.0
     if grad:
-        g = np.empty_like(x) if out is None else V.check_out(out, x)
+        g = np.empty_like(x) if out is None else V.check_out(_interop.out_array(out), x)
         gs = _grad_scale(t, lay, soft, tcode, w, ign, "mean")
     elif out is not None:
         raise ValueError("out: only used with grad=True")
@@ -199,7 +230,8 @@ def evaluate(logits, target, *, axis=1, weight=None, ignore_index=-100, label_sm
                  gscale=gs, g=g, ks=ks, bins=bins, arrays=arrays, per_sample=bool(per_sample),
                  sample_arrays=sample)
     return BatchStats.from_kernel(r, arrays, sample, C=C, bins=bins, ks=ks, eps=eps, soft=soft,
-                                  E=lay.E, grad=g, binary=False)
+                                  E=lay.E, grad=_interop.like_input(logits, g, out),
+                                  binary=False)
 
 
 def evaluate_binary(logits, target, *, pos_weight=None, threshold=0.0, bins=20, grad=False,
@@ -210,13 +242,14 @@ def evaluate_binary(logits, target, *, pos_weight=None, threshold=0.0, bins=20, 
     arrays = BatchStats.new_arrays(2, bins, binary=True)
     g = None
     if grad:
-        g = np.empty_like(x) if out is None else V.check_out(out, x)
+        g = np.empty_like(x) if out is None else V.check_out(_interop.out_array(out), x)
     elif out is not None:
         raise ValueError("out: only used with grad=True")
     gs = 1.0 / x.size if x.size else 1.0
     r = _call_bce(x, t, tfloat, tcode, pw, pwi, grad=grad, stats=True, threshold=threshold,
                   gscale=gs, g=g, bins=bins, arrays=arrays)
-    return BatchStats.from_binary_kernel(r, arrays, bins=bins, E=x.size, grad=g)
+    return BatchStats.from_binary_kernel(r, arrays, bins=bins, E=x.size,
+                                         grad=_interop.like_input(logits, g, out))
 
 
 def mem_read(a: Any) -> float:
