@@ -63,6 +63,10 @@ def _growth(s: Series, view: RunView, *, val_only: bool) -> dict[str, Any] | Non
         return None
     ly = log_values(y)
     w = _window(n, th.smooth_window)
+    if s.per_step:
+        # minibatch losses: judge the trend on a window of about a tenth of the run, so that
+        # the noise of single batches cannot pass for growth
+        w = max(w, (n // 10) | 1)
     sm = running_median(ly, w) if w > 1 else ly.copy()
     sig = rel_noise(y)
     sig = sig if math.isfinite(sig) else 0.0
@@ -72,7 +76,8 @@ def _growth(s: Series, view: RunView, *, val_only: bool) -> dict[str, Any] | Non
         if ly[j] - before >= math.log(th.diverge_spike_rise) and \
                 ly[j] - before >= 6 * max(sig, 0.02):
             after = ly[j:]
-            if float(np.median(after)) - before >= math.log(th.diverge_spike_keep):
+            if float(np.median(after)) - before >= math.log(th.diverge_spike_keep) and \
+                    _matters(y, 0, float(np.exp(np.median(after)))):
                 i0 = int(np.argmin(ly[max(0, j - 5): j])) + max(0, j - 5)
                 return _fit(x, y, i0, n - 1, "explosion", sustained=True,
                             end_rise=math.exp(float(np.median(after)) - before))
@@ -87,6 +92,9 @@ def _growth(s: Series, view: RunView, *, val_only: bool) -> dict[str, Any] | Non
     rho = spearman(x[i0:], y[i0:])
     need = th.diverge_val_only_rise if val_only else max(th.diverge_growth_rise,
                                                          math.exp(th.diverge_noise_sigmas * sig))
+    end_level = float(np.exp(end))
+    if not _matters(y, i0, end_level):
+        return None
     if rise >= need and rho >= th.diverge_min_consistency and (n - i0) >= max(3, n // 4):
         return _fit(x, y, i0, n - 1, "growth", sustained=True, end_rise=rise)
     # a slow rise that never reverses: 5+ points, rank correlation >= 0.9, far out of the noise
@@ -109,6 +117,13 @@ def _growth(s: Series, view: RunView, *, val_only: bool) -> dict[str, Any] | Non
             return _fit(x, y, j0, n - 1, "growth", sustained=True,
                         end_rise=math.exp(level2 - ly[j0]))
     return None
+
+
+def _matters(y: np.ndarray, i0: int, level: float) -> bool:
+    """A rise matters only on the run's own scale: the level it reaches must be at least 1 % of
+    the loss the run started from (a converged 1e-6 loss that jiggles to 1e-4 is rounding)."""
+    ref = float(np.max(y[: min(3, len(y))]))
+    return level >= 0.01 * ref or level >= 10 * float(y[i0]) and level >= 1e-3 * ref
 
 
 def _fit(x: np.ndarray, y: np.ndarray, i0: int, stop: int, kind: str, *, sustained: bool,

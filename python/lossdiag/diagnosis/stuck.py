@@ -277,6 +277,9 @@ def check(view: RunView) -> list[Finding]:
         if post.size < 10:
             raise SkipCheck("the loss diverges (see 'diverging')")
         x0 = float(np.median(post))
+        tail = s.y[s.x >= x0]
+        if tail.size < 5 or np.any(tail <= 0) or float(np.ptp(np.log(tail))) > math.log(1.2):
+            raise SkipCheck("the loss diverges (see 'diverging')")  # still moving: no collapse
         sub = replace(view, train_loss=_cut(view.train_loss, x0),
                       val_loss=_cut(view.val_loss, x0), val_score=_cut(view.val_score, x0),
                       train_score=_cut(view.train_score, x0), stats=[])
