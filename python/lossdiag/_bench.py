@@ -962,7 +962,7 @@ def _ms(v: float | None) -> str:
 def _speedup(x: float | None) -> str:
     if x is None:
         return "-"
-    return f"{x:.0f}x" if x >= 10 else f"{x:.1f}x"
+    return f"{x:.0f}x" if x >= 10 else (f"{x:.1f}x" if x >= 1 else f"{x:.2g}x")
 
 
 def format_summary(rows: list[Row], info: dict[str, Any], cases: Sequence[str], preset: str,
