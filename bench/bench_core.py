@@ -1,7 +1,8 @@
-"""CPU benchmark of lossdiag (same as ``lossdiag bench``); see bench/README.md for the options."""
+"""CPU benchmark of lossdiag for developers: ``lossdiag bench`` plus every timing and the
+performance targets (PASS/MISS, ``--strict`` fails on a missed one); see bench/README.md."""
 import sys
 
 from lossdiag._bench import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(developer=True))

@@ -20,7 +20,7 @@ def test_bench_runs_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str
     """All cases/functions run, every result passes its NumPy check, JSON and tables are written."""
     threads_before = ld.get_num_threads()
     out = tmp_path / "bench.json"
-    assert bench.main([*TINY, "--threads", "1", "--json", str(out)]) == 0
+    assert bench.main([*TINY, "--threads", "1", "--json", str(out)], developer=True) == 0
     assert ld.get_num_threads() == threads_before  # restored
 
     data = json.loads(out.read_text())
@@ -50,10 +50,48 @@ def test_bench_runs_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 def test_bench_markdown(capsys: pytest.CaptureFixture[str]) -> None:
     """--markdown prints a GitHub table."""
-    assert bench.main([*TINY, "--cases", "cls", "--no-torch", "--markdown"]) == 0
+    assert bench.main([*TINY, "--cases", "cls", "--no-torch", "--markdown"], developer=True) == 0
     text = capsys.readouterr().out
     assert "| case | function | impl |" in text
     assert "| cls | evaluate | lossdiag |" in text
+
+
+def test_user_bench_ends_with_a_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    """`lossdiag bench` ends with what was measured, the speed-ups and the machine; no targets."""
+    from lossdiag import cli
+
+    assert cli.main(["bench", *TINY, "--cases", "nchw,cls", "--no-torch"]) == 0
+    cap = capsys.readouterr()
+    out = cap.out
+    assert "PASS" not in out and "MISS" not in out and "target" not in out.lower()
+    assert "segmentation, channels first" in out and "classification" in out
+    assert "channels last" not in out
+    for f in ("cross_entropy", "accuracy", "cross_entropy_grad", "evaluate"):
+        assert f in out
+    last = out.strip().splitlines()
+    summary = next(i for i, line in enumerate(last) if line.startswith("Summary:"))
+    assert "over NumPy" in last[summary]
+    assert last[summary + 1].startswith("Machine:") and "threads" in last[summary + 1]
+    assert "checked against NumPy" in last[summary + 2]
+    assert "bench/" not in out + cap.err  # the user has no bench/ folder
+    assert "[nchw] cross_entropy" not in cap.err  # one progress line per case, not per timing
+
+
+def test_user_bench_help_is_self_contained(capsys: pytest.CaptureFixture[str]) -> None:
+    from lossdiag import cli
+
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["bench", "--help"])
+    assert exc.value.code == 0
+    text = capsys.readouterr().out
+    assert "NumPy" in text and "--quick" in text
+    assert "bench/" not in text and "--strict" not in text
+    assert "bench/" not in cli.build_parser().format_help()
+
+
+def test_strict_is_for_the_developer_bench() -> None:
+    with pytest.raises(SystemExit):
+        bench.main([*TINY, "--strict"])
 
 
 def _scaled_loss(real: Any) -> Any:
@@ -122,11 +160,14 @@ class _Calls:
     def __init__(self, dt: float = 0.0) -> None:
         self.n = 0
         self.dt = dt
+        self.took: list[float] = []  # seconds each call really took (more on a busy machine)
 
     def __call__(self) -> int:
+        t0 = time.perf_counter()
         self.n += 1
         if self.dt:
             time.sleep(self.dt)
+        self.took.append(time.perf_counter() - t0)
         return self.n
 
 
@@ -158,4 +199,10 @@ def test_measure_paired_rounds_and_warmup() -> None:
     a, b = _Calls(0.002), _Calls(0.002)
     t = bench.measure_paired({"a": a, "b": b}, rounds=4, warmup=1, min_warmup_s=0.02)
     assert [len(v) for v in t.values()] == [4, 4]
-    assert a.n == b.n >= 4 + 5  # >= 5 warm-up rounds of 2 x 2 ms make 20 ms
+    assert a.n == b.n >= 4 + 1
+    # the warm-up rounds (all but the last 4) lasted >= 20 ms, however long a sleep took here
+    # (1 ms of slack: measure_paired's own clock also counts the call overhead)
+    warm = sum(a.took[:-4]) + sum(b.took[:-4])
+    assert warm >= 0.019
+    # and stopped once they had: without its last round the warm-up was still short of 20 ms
+    assert warm - a.took[-5] - b.took[-5] < 0.02 or a.n == 4 + 1

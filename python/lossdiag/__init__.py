@@ -8,7 +8,6 @@ the diagnosis layer reads training histories and says what is going on, with the
 from __future__ import annotations
 
 import os
-from importlib import metadata as _metadata
 from typing import Any
 
 from . import _core
@@ -23,11 +22,7 @@ from ._api import (
     evaluate_binary,
 )
 from ._stats import BatchStats, Metrics
-
-try:
-    __version__ = _metadata.version("lossdiag")
-except _metadata.PackageNotFoundError:  # pragma: no cover - running from a source tree
-    __version__ = "0.0.0+unknown"
+from ._version import __version__
 
 
 def set_num_threads(n: int) -> None:
@@ -47,36 +42,32 @@ def get_num_threads() -> int:
     return int(_core.get_num_threads())
 
 
-def _cuda_info() -> tuple[bool, Any]:
-    try:
-        from . import _cuda  # type: ignore[attr-defined]
-    except ImportError:
-        return False, None
-    try:
-        return True, _cuda.device_info()
-    except Exception as exc:  # no driver / no device
-        return True, f"unusable: {exc}"
-
-
 def info() -> dict[str, Any]:
-    """Version, SIMD level in use, thread count and the backends that were built.
+    """Version, SIMD level in use, thread count and the backends that can be used.
+
+    ``backends`` lists "cuda" only when the CUDA backend was built, a CUDA device answers and
+    CuPy is installed; otherwise ``cuda_unusable_reason`` says which of these is missing.
 
     Example:
         >>> import lossdiag
         >>> sorted(lossdiag.info())[:3]
         ['backends', 'best_simd', 'cuda_built']
+        >>> "cpu" in lossdiag.info()["backends"]
+        True
     """
-    cuda_built, cuda_device = _cuda_info()
-    backends = ["cpu"] + (["cuda"] if cuda_built else [])
+    from ._gpu import cuda_availability
+
+    cuda_built, cuda_device, cuda_reason = cuda_availability()
     return {
         "version": __version__,
         "simd": _core.simd(),
         "best_simd": _core.best_simd(),
         "threads": get_num_threads(),
         "openmp": bool(_core.openmp),
-        "backends": backends,
+        "backends": ["cpu"] + (["cuda"] if cuda_reason is None else []),
         "cuda_built": cuda_built,
         "cuda_device": cuda_device,
+        "cuda_unusable_reason": cuda_reason,
         "omp_num_threads_env": os.environ.get("OMP_NUM_THREADS"),
     }
 

@@ -19,6 +19,10 @@ with ``out=`` a copy of the logits) and ``evaluate`` against
 
 Every lossdiag (and torch) result is checked against the NumPy result; a mismatch aborts the run
 with exit status 2, so a fast but wrong kernel cannot produce a benchmark table.
+
+``lossdiag bench`` (``main()``) ends with a summary for users: what was measured, the speed-ups
+against NumPy and torch, the machine. The developer benchmark (bench/bench_core.py,
+``main(developer=True)``) prints every timing and the performance targets (PASS/MISS) instead.
 """
 
 from __future__ import annotations
@@ -580,8 +584,11 @@ class Runner:
 
     def __init__(self, ld: Any, torch: Any, mem: MemoryLimit, repeats: int, warmup: int,
                  log: Callable[[str], None], min_warmup_s: float = 0.0,
-                 min_time_s: float = 0.0) -> None:
+                 min_time_s: float = 0.0, log_rows: bool = True,
+                 paired: bool = True) -> None:
         self.ld = ld
+        self.measure_pairs = paired  # the alternating timings behind two developer targets
+        self.log_rows = log_rows  # one progress line per timing (else one per case)
         self.torch = torch
         self.mem = mem
         self.repeats = repeats
@@ -598,8 +605,9 @@ class Runner:
              note: str = "") -> Row:
         row = Row(case.name, function, impl, times, nbytes, note=note)
         self.rows.append(row)
-        self.log(f"  [{case.name}] {function:<19} {impl:<24} {row.median_ms:10.2f} ms "
-                 f"{row.gbps:7.2f} GB/s")
+        if self.log_rows:
+            self.log(f"  [{case.name}] {function:<19} {impl:<24} {row.median_ms:10.2f} ms "
+                     f"{row.gbps:7.2f} GB/s")
         return row
 
     def measure(self, fn: Callable[[], Any],
@@ -614,7 +622,9 @@ class Runner:
         rep, wu, measure = self.repeats, self.warmup, self.measure
         nb = x.nbytes
         kw = {"axis": ax, "ignore_index": ii}
-        self.log(f"case {case.title}")
+        self.log(f"case {case.title}" if self.log_rows else
+                 f"timing {CASE_NAMES.get(case.name, case.name)}: "
+                 f"{case.title.split(' ', 1)[-1]} ...")
         monitor = OtherLoad()
 
         buf = np.empty_like(x)
@@ -700,16 +710,23 @@ class Runner:
         # The targets that compare lossdiag with itself or with the read limit are judged on
         # calls made in alternation (see measure_paired), with the fastest read variant.
         read_row, read_fn = min(reads, key=lambda rr: rr[0].median_ms)
+        if not self.measure_pairs:
+            self._end_case(case, monitor)
+            return
         self.paired[case.name] = measure_paired(
             {"read limit": lambda: read_fn(x),
              "cross_entropy": lambda: ld.cross_entropy(x, t, **kw),
              "evaluate": lambda: ld.evaluate(x, t, bins=BINS, **kw)},
             max(15, 3 * rep), wu, min_warmup_s=self.min_warmup_s)
-        self.log(f"  paired, read = {read_row.impl}: "
-                 + format_paired({case.name: self.paired[case.name]}, False))
+        if self.log_rows:
+            self.log(f"  paired, read = {read_row.impl}: "
+                     + format_paired({case.name: self.paired[case.name]}, False))
+        self._end_case(case, monitor)
+
+    def _end_case(self, case: Case, monitor: OtherLoad) -> None:
         other = monitor.value()
         self.other_load[case.name] = other
-        if other is not None and other > DISTURBED:
+        if other is not None and other > DISTURBED and self.log_rows:
             self.log(f"WARNING [{case.name}]: other processes used ~{other:.2f} CPUs meanwhile")
 
 
@@ -927,17 +944,131 @@ def format_targets(targets: list[Target], markdown: bool) -> str:
     return "\n".join(lines)
 
 
+CASE_NAMES = {"nchw": "segmentation, channels first", "nhwc": "segmentation, channels last",
+              "cls": "classification"}
+SUMMARY_FUNCTIONS = (("cross_entropy", "torch", "mean loss"),
+                     ("accuracy", "torch", "top-1 accuracy"),
+                     ("cross_entropy_grad", "torch fwd+bwd", "loss and gradient"),
+                     ("evaluate", "torch", "loss, accuracy, confusion matrix, 4 histograms"))
+
+
+def _ms(v: float | None) -> str:
+    """Milliseconds with 3 significant digits (toy shapes take microseconds)."""
+    if v is None:
+        return "-"
+    return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
+
+
+def _speedup(x: float | None) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.0f}x" if x >= 10 else (f"{x:.1f}x" if x >= 1 else f"{x:.2g}x")
+
+
+def format_summary(rows: list[Row], info: dict[str, Any], cases: Sequence[str], preset: str,
+                   elapsed: float, markdown: bool = False,
+                   case_titles: Sequence[str] = ()) -> str:
+    """The end of ``lossdiag bench``: what was measured, speed-ups, and on which machine."""
+
+    def med(case: str, function: str, impl: str) -> float | None:
+        for r in rows:
+            if r.case == case and r.function == function and r.impl == impl:
+                return r.median_ms
+        return None
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    have_torch = any(r.impl.startswith("torch") for r in rows)
+    head = ["function", "computes", "lossdiag ms", "NumPy ms", "vs NumPy"]
+    if have_torch:
+        head += ["torch ms", "vs torch"]
+    vs_np: list[float] = []
+    vs_t: list[float] = []
+    lines: list[str] = []
+    titles = {t.split(" ", 1)[0]: t.split(" ", 1)[1] for t in case_titles if " " in t}
+    for case in cases:
+        table = [head]
+        for function, torch_impl, what in SUMMARY_FUNCTIONS:
+            ld_ms = med(case, function, "lossdiag")
+            if ld_ms is None:
+                continue
+            np_ms, t_ms = med(case, function, "numpy"), med(case, function, torch_impl)
+            a, b = ratio(np_ms, ld_ms), ratio(t_ms, ld_ms)
+            vs_np += [a] if a is not None else []
+            vs_t += [b] if b is not None else []
+            row = [function, what, _ms(ld_ms), _ms(np_ms), _speedup(a)]
+            if have_torch:
+                row += [_ms(t_ms), _speedup(b)]
+            table.append(row)
+        title = f"{CASE_NAMES.get(case, case)}: {titles.get(case, '')}".rstrip(": ")
+        if markdown:
+            lines += [f"**{title}**", "", "| " + " | ".join(head) + " |",
+                      "|" + "|".join(["---"] * 2 + ["---:"] * (len(head) - 2)) + "|"]
+            lines += ["| " + " | ".join(r) + " |" for r in table[1:]]
+        else:
+            widths = [max(len(r[i]) for r in table) for i in range(len(head))]
+            lines.append(title)
+            lines += ["  " + "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
+                                       for i, (c, w) in enumerate(zip(r, widths)))
+                      for r in table]
+        lines.append("")
+
+    def span(v: list[float], other: str) -> str:
+        return (f"{_speedup(float(np.median(v)))} over {other} (range {_speedup(min(v))} to "
+                f"{_speedup(max(v))})")
+
+    ldi = info.get("lossdiag", {})
+    verdict = []
+    if vs_np:
+        verdict.append(span(vs_np, "NumPy"))
+    if vs_t:
+        verdict.append(span(vs_t, "PyTorch on the CPU"))
+    simd = ldi.get("simd", "?") if isinstance(ldi, dict) else "?"
+    out = lines + [
+        ("Summary: median speed-up " + " and ".join(verdict) if verdict
+         else "Summary: lossdiag timed alone")
+        + " ('vs' = their median time / lossdiag's; above 1x lossdiag is faster).",
+        f"Machine: {info['cpu']}, {info['logical_cpus']} logical CPUs, {info['threads']} "
+        f"threads, lossdiag {ldi.get('version', '?') if isinstance(ldi, dict) else '?'} using "
+        f"{simd}; Python {info['python']}, NumPy {info['numpy']}, "
+        f"torch {info['torch'] or 'not installed (pip install torch to compare)'}.",
+        f"Every lossdiag{' and torch' if have_torch else ''} result was checked against NumPy; "
+        f"{preset} preset, {elapsed:.0f} s.",
+    ]
+    busy = [v for v in [info.get("busy_cpus_before_run"),
+                        *info.get("other_cpus_during_case", {}).values()] if v is not None]
+    if busy and max(busy) > DISTURBED:
+        out.append(f"Note: other programs kept up to ~{max(busy):.1f} CPUs busy during the run, "
+                   "so these timings are noisy; rerun on a quiet machine for stable numbers.")
+    hints = []
+    if preset == "tiny":
+        hints.append("toy shapes: the timings mean nothing")
+    elif preset != "full":
+        hints.append("run without --quick for full-size batches")
+    hints.append("--details prints every timing, --json FILE saves them")
+    out.append("(" + "; ".join(hints) + ")")
+    if markdown:
+        out = [f"- {x}" if i >= len(lines) else x for i, x in enumerate(out)]
+    return "\n".join(out)
+
+
 # --------------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------------
 
 
-def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+def _parse(argv: Sequence[str] | None, developer: bool = False) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="lossdiag bench",
-        description="Benchmark lossdiag's CPU kernels against NumPy, torch and memory bandwidth.")
+        description=(
+            "Time lossdiag's CPU kernels (cross_entropy, accuracy, cross_entropy_grad, evaluate) "
+            "on this machine, side by side with NumPy and PyTorch (when installed), on a "
+            "segmentation batch (channels first and last) and a 1000-class classification "
+            "batch. Every result is checked against NumPy. Ends with a summary of the "
+            "speed-ups; the full run takes 1-3 minutes, --quick about 20 s."))
     p.add_argument("--quick", action="store_true",
-                   help="smaller shapes and fewer repeats (< 20 s)")
+                   help="smaller shapes and fewer repeats (about 20 s)")
     p.add_argument("--tiny", action="store_true",
                    help="toy shapes (smoke test of the harness; timings are meaningless)")
     p.add_argument("--threads", type=int, default=None,
@@ -953,8 +1084,11 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--no-torch", action="store_true", help="skip the torch baseline")
     p.add_argument("--json", metavar="FILE", default=None, help="write results as JSON")
     p.add_argument("--markdown", action="store_true", help="print the tables as markdown")
-    p.add_argument("--strict", action="store_true",
-                   help="exit with status 1 if an official (NCHW) target is missed")
+    p.add_argument("--details", action="store_true",
+                   help="also print every timing (each implementation, memory limits)")
+    if developer:
+        p.add_argument("--strict", action="store_true",
+                       help="exit with status 1 if an official (NCHW) target is missed")
     p.add_argument("--seed", type=int, default=0, help="random seed of the data")
     p.add_argument("--retries", type=int, default=0,
                    help="re-run a case up to N times when other processes disturbed it "
@@ -962,6 +1096,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--quiet-wait", type=float, default=0.0, metavar="SECONDS",
                    help="before each case, wait up to SECONDS for the machine to go quiet")
     args = p.parse_args(argv)
+    args.strict = bool(getattr(args, "strict", False))
     cases = [c.strip() for c in args.cases.split(",") if c.strip()]
     bad = [c for c in cases if c not in CASES]
     if bad or not cases:
@@ -1080,9 +1215,13 @@ def run_case_retrying(runner: Runner, case: Case, retries: int, quiet_wait: floa
     runner.paired[case.name] = best[2]
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the benchmark; return 0, 1 (``--strict`` and a target missed) or 2 (wrong result)."""
-    args = _parse(argv)
+def main(argv: Sequence[str] | None = None, *, developer: bool = False) -> int:
+    """Run the benchmark; return 0, 1 (``--strict`` and a target missed) or 2 (wrong result).
+
+    ``developer=True`` (bench/bench_core.py) prints every timing and the performance targets;
+    otherwise the run ends with a summary for users (``--details`` adds the full table).
+    """
+    args = _parse(argv, developer)
     import lossdiag as ld
 
     torch: Any = None
@@ -1117,7 +1256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     mem = MemoryLimit(getattr(ld, "_core", None), threads)
     runner = Runner(ld, torch, mem, repeats, warmup, log, min_warmup_s=min_warmup,
-                    min_time_s=min_time)
+                    min_time_s=min_time, log_rows=developer or args.details, paired=developer)
     titles: list[str] = []
     t_start = time.perf_counter()
     try:
@@ -1142,22 +1281,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     info["busy_cpus_before_run"] = load0
     info["other_cpus_during_case"] = runner.other_load
     md = args.markdown
-    print(format_header(info, titles, preset_name, repeats, warmup, md, min_time, min_warmup))
-    print()
-    print(format_markdown(rows) if md else format_plain(rows))
-    print()
-    if any(runner.paired.values()):
-        print(("**Paired**" if md else "Paired") + " (read limit, cross_entropy and evaluate timed "
-              "in alternation, medians of per-round ratios)")
-        print(format_paired(runner.paired, md))
-        print()
-    print(("**Targets**" if md else "Targets") + (" (indicative only: not the full-size shapes)"
-                                                 if preset_name != "full" else ""))
-    print(format_targets(targets, md))
     official = [tg for tg in targets if tg.official]
-    n_pass = sum(tg.passed is True for tg in official)
-    print(f"\nofficial (nchw) targets: {n_pass}/{len(official)} PASS; "
-          f"all results checked against NumPy; total {elapsed:.1f} s")
+    if developer or args.details:
+        print(format_header(info, titles, preset_name, repeats, warmup, md, min_time, min_warmup))
+        print()
+        print(format_markdown(rows) if md else format_plain(rows))
+        print()
+        if any(runner.paired.values()):
+            print(("**Paired**" if md else "Paired") + " (read limit, cross_entropy and evaluate "
+                  "timed in alternation, medians of per-round ratios)")
+            print(format_paired(runner.paired, md))
+            print()
+    if developer:
+        print(("**Targets**" if md else "Targets") + (" (indicative only: not the full-size "
+                                                     "shapes)" if preset_name != "full" else ""))
+        print(format_targets(targets, md))
+        n_pass = sum(tg.passed is True for tg in official)
+        print(f"\nofficial (nchw) targets: {n_pass}/{len(official)} PASS; "
+              f"all results checked against NumPy; total {elapsed:.1f} s")
+    else:
+        print(format_summary(rows, info, [c for c in CASES if c in args.cases], preset_name,
+                             elapsed, md, case_titles=titles))
 
     if args.json:
         payload = {

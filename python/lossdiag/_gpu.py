@@ -66,6 +66,40 @@ def _modules():
     return _cp, _cu
 
 
+def cuda_availability() -> tuple[bool, Any, str | None]:
+    """Whether the CUDA backend can be used here, for `lossdiag.info()`.
+
+    Returns ``(built, device, reason)``: ``built`` is whether lossdiag._cuda was compiled (only
+    where the build machine had a GPU, or with LOSSDIAG_CUDA=ON); ``device`` is the current
+    device's properties (a dict), ``"unusable: <error>"`` when the module is there but no device
+    answers, or None; ``reason`` is None when GPU arrays can be used, else what is missing.
+    Checked in this order: the module, a device (the driver), CuPy (every GPU call goes
+    through CuPy's current stream, torch tensors included).
+    """
+    import importlib.util
+
+    try:
+        from . import _cuda
+    except ImportError as exc:
+        if importlib.util.find_spec(f"{__package__}._cuda") is None:
+            return False, None, (
+                "lossdiag was built without its CUDA backend (the build machine had no GPU, or "
+                "no nvcc); reinstall on a machine with an NVIDIA GPU and the CUDA toolkit, or "
+                "force it with LOSSDIAG_CUDA=ON pip install .")
+        return True, None, f"lossdiag._cuda is there but does not import: {exc}"
+    try:
+        device = _cuda.device_info()
+    except Exception as exc:  # no driver, no device, driver older than the runtime
+        return True, f"unusable: {exc}", f"no usable CUDA device: {exc}"
+    if _cp is None:
+        try:
+            import cupy  # noqa: F401
+        except Exception as exc:  # not installed, or installed for another CUDA
+            return True, device, (f"CuPy does not import ({exc}): pip install cupy-cuda12x or "
+                                  "cupy-cuda13x; GPU arrays, torch CUDA tensors included, need it")
+    return True, device, None
+
+
 def _layout(C: int, bins: int) -> dict:
     key = (C, bins)
     if key not in _layouts:

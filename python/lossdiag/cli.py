@@ -41,8 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
         demo = None
     if demo is not None:
         demo.add_parser(sub)
-    sp = sub.add_parser("bench", help="CPU benchmark against NumPy and torch (see bench/)",
-                        add_help=False)
+    sp = sub.add_parser("bench", help="time lossdiag against NumPy and PyTorch on this machine "
+                        "(--quick: about 20 s; lossdiag bench --help)", add_help=False)
     sp.add_argument("rest", nargs=argparse.REMAINDER)
     sp.set_defaults(func=_bench)
     return p
