@@ -19,6 +19,7 @@ from lossdiag.landscape import (
     random_plane,
     trajectory,
 )
+from lossdiag.landscape import surfaces as L_surfaces
 
 
 def _data(n: int = 3000, seed: int = 0, soft: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -75,7 +76,7 @@ def test_logistic_surface_large_logits_and_textbook_values() -> None:
 def test_logistic_surface_is_one_batched_core_call(monkeypatch: pytest.MonkeyPatch) -> None:
     from lossdiag import _core
 
-    L._logistic_throughput()  # calibrate first (it calls the core too)
+    L_surfaces._logistic_throughput()  # calibrate first (it calls the core too)
     calls: list[tuple[int, int]] = []
     real = _core.surface
 
@@ -95,7 +96,8 @@ def test_blocked_grid_is_bit_identical_and_resumable(tmp_path: Path,
     w1, w2 = np.linspace(-3, 3, 15), np.linspace(-2, 2, 12)
     whole = logistic_surface(X, y, w1, w2)
     # force small row blocks, interrupt after the 2nd block, then resume
-    monkeypatch.setattr(L, "_logistic_throughput", lambda: 15 * 2000 / 0.25 * 3)  # 3 rows
+    monkeypatch.setattr(L_surfaces, "_logistic_throughput",
+                        lambda: 15 * 2000 / 0.25 * 3)  # 3 rows
     from lossdiag import _core
 
     real = _core.surface
