@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Generate the labelled validation suite: real training runs with planted causes.
 
-Every scenario of :mod:`lossdiag.scenarios` is trained with several seeds (NumPy models whose
+Every scenario of :mod:`lossdiag.demo.scenarios` is trained with several seeds (NumPy models whose
 backward pass starts from ``lossdiag.cross_entropy_grad``; validation statistics from
 ``lossdiag.Metrics``), the histories are written as small JSON fixtures, and the diagnosis is
 scored against the planted causes: per-code precision and recall.
@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", nargs="*", default=None, help="scenario names to run")
     args = ap.parse_args(argv)
 
+    from lossdiag.demo.scenarios import SCENARIOS, run_scenario
     from lossdiag.diagnosis import diagnose
-    from lossdiag.scenarios import SCENARIOS, run_scenario
 
     names = args.only or sorted(SCENARIOS)
     if not args.check:

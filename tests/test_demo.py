@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from lossdiag import cli, demo
-from lossdiag.scenarios import SCENARIOS
+from lossdiag.demo.scenarios import SCENARIOS
 
 # Run the real command in a fresh interpreter in which anything that `pip install .` does not
 # install (torch, scikit-learn, scipy, pandas, tensorboard, IPython) cannot be imported.

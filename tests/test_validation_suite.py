@@ -1,7 +1,7 @@
 """The labelled validation suite: real training runs with planted causes.
 
 The histories in tests/fixtures/histories were produced by scripts/make_validation_suite.py
-(lossdiag.scenarios: NumPy models trained through lossdiag.cross_entropy_grad, statistics from
+(lossdiag.demo.scenarios: NumPy models trained through lossdiag.cross_entropy_grad, statistics from
 lossdiag.Metrics).  Each planted cause must be found with the right code and cause, nothing
 outside the planted/allowed codes may be reported, and healthy runs raise nothing.
 """
@@ -43,7 +43,7 @@ def results() -> list[dict]:
 def test_suite_is_present_and_small():
     assert len(FILES) >= 40
     names = {json.loads(p.read_text())["meta"]["scenario"] for p in FILES}
-    from lossdiag.scenarios import SCENARIOS
+    from lossdiag.demo.scenarios import SCENARIOS
 
     assert names == set(SCENARIOS)
     total = sum(p.stat().st_size for p in FIX.iterdir())
@@ -121,7 +121,7 @@ needs_core = pytest.mark.skipif(not _core_available(), reason="compiled core not
 @needs_core
 def test_run_scenario_uses_the_core_and_is_deterministic(monkeypatch):
     import lossdiag
-    from lossdiag.scenarios import run_scenario
+    from lossdiag.demo.scenarios import run_scenario
 
     calls = {"grad": 0, "metrics": 0}
     real_grad, real_metrics = lossdiag.cross_entropy_grad, lossdiag.Metrics
@@ -148,7 +148,7 @@ def test_run_scenario_uses_the_core_and_is_deterministic(monkeypatch):
 
 @needs_core
 def test_run_scenario_quick_keeps_the_planted_cause_and_reports_progress():
-    from lossdiag.scenarios import run_scenario
+    from lossdiag.demo.scenarios import run_scenario
 
     seen = []
     h = run_scenario("stuck-lr-low-mlp", seed=0, quick=True,
@@ -158,7 +158,7 @@ def test_run_scenario_quick_keeps_the_planted_cause_and_reports_progress():
 
 
 def test_run_scenario_rejects_bad_arguments():
-    from lossdiag.scenarios import run_scenario
+    from lossdiag.demo.scenarios import run_scenario
 
     with pytest.raises(ValueError, match="name must be one of"):
         run_scenario("nope")

@@ -19,7 +19,7 @@ unregularised model (overfitting), ambiguous labels (validation loss flat while 
 rises), near-separable data with a small learning rate (slow tail), a large learning rate with a
 tiny batch (oscillating), and healthy runs.
 
->>> from lossdiag.scenarios import SCENARIOS, run_scenario
+>>> from lossdiag.demo.scenarios import SCENARIOS, run_scenario
 >>> from lossdiag.diagnosis import diagnose
 >>> SCENARIOS["stuck-lr-low-seg"].expected
 ('stuck',)
@@ -39,7 +39,7 @@ from typing import Any, Union
 
 import numpy as np
 
-from .history import History
+from ..history import History
 
 __all__ = ["SCENARIOS", "Scenario", "run_scenario"]
 

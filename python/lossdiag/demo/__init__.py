@@ -1,7 +1,7 @@
 """``lossdiag demo [--out DIR] [--quick]``: train small real models with planted problems,
 diagnose every run, and write one self-contained HTML report.
 
-The runs come from :mod:`lossdiag.scenarios` (the same trainer the diagnosis layer's
+The runs come from :mod:`lossdiag.demo.scenarios` (the same trainer the diagnosis layer's
 validation suite uses): NumPy models -- a per-pixel softmax segmenter on synthetic blob images
 and a one-hidden-layer MLP classifier -- whose backward pass starts from
 ``lossdiag.cross_entropy_grad`` and whose validation statistics come from
@@ -41,13 +41,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from .diagnosis import Diagnosis
-    from .history import History
-    from .landscape import Landscape
+    from ..diagnosis import Diagnosis
+    from ..history import History
+    from ..landscape import Landscape
 
 __all__ = ["DEMO_SCENARIOS", "add_parser", "logistic_example", "run"]
 
-#: (scenario name in lossdiag.scenarios, what the reader should take from it)
+#: (scenario name in lossdiag.demo.scenarios, what the reader should take from it)
 DEMO_SCENARIOS: tuple[tuple[str, str], ...] = (
     ("healthy-seg", "Healthy run (segmentation): both losses fall and level off together."),
     ("healthy-mlp", "Healthy run (classification): enough data, a tuned learning rate, a little "
@@ -120,7 +120,7 @@ def logistic_example(*, quick: bool = False, seed: int = 0, steps: int = 150
     """
     import lossdiag as ld
 
-    from .landscape import interpolate, logistic_surface
+    from ..landscape import interpolate, logistic_surface
 
     rng = np.random.default_rng([seed, 3])
     n = 2000 if quick else 10_000
@@ -188,7 +188,7 @@ class _Run:
 
 def _train_all(names: Sequence[tuple[str, str]], *, quick: bool, seed: int,
                progress: bool) -> list[_Run]:
-    from .diagnosis import diagnose
+    from ..diagnosis import diagnose
     from .scenarios import SCENARIOS, run_scenario
 
     runs: list[_Run] = []
@@ -202,7 +202,8 @@ def _train_all(names: Sequence[tuple[str, str]], *, quick: bool, seed: int,
     try:
         for name, blurb in names:
             if name not in SCENARIOS:
-                print(f"lossdiag demo: scenario {name!r} is not in lossdiag.scenarios; skipped",
+                print(f"lossdiag demo: scenario {name!r} is not in lossdiag.demo.scenarios; "
+                      "skipped",
                       file=sys.stderr)
                 if bar is not None:
                     bar.update(1)
