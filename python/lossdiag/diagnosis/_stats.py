@@ -344,8 +344,8 @@ def spikes(y: np.ndarray, min_rise: float, *, width: int = 3) -> list[tuple[int,
     Unlike a deviation from a running median this does not fire on a falling trend (an early
     point is above what follows but not above what precedes it).  Returns ``(index, ratio)``.
 
-    >>> spikes(np.array([1.0, 0.9, 0.8, 2.0, 0.7, 0.65, 0.6]), 0.5)
-    [(3, 2.5)]
+    >>> [(i, round(r, 2)) for i, r in spikes(np.array([1.0, 0.9, 0.8, 2.0, 0.7, 0.65, 0.6]), 0.5)]
+    [(3, 2.22)]
     """
     y = np.asarray(y, dtype=np.float64)
     n = len(y)
