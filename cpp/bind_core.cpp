@@ -6,6 +6,7 @@
 #ifdef _OPENMP
 #include <omp.h>
 #endif
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -22,7 +23,10 @@ int g_threads = 0;
 int threads() {
   if (g_threads > 0) return g_threads;
 #ifdef _OPENMP
-  return omp_get_max_threads();
+  // OMP_NUM_THREADS is not bounded by the runtime: libgomp crashes or exits the interpreter when
+  // asked for tens of thousands of threads.
+  const int n = omp_get_max_threads();
+  return n < 1 ? 1 : (n > kMaxThreads ? kMaxThreads : n);
 #else
   return 1;
 #endif
@@ -32,6 +36,52 @@ int threads() {
 // here, where a mismatch between the Python side and this build would otherwise corrupt memory.
 void check_float_code(int code, const char* what) {
   if (code < F16 || code > BF16) throw std::invalid_argument(std::string(what) + ": unknown float dtype code");
+}
+
+// Runs a kernel without the GIL; a scratch allocation that failed becomes a MemoryError that
+// says which argument made the request large.
+template <class Fn> void run_kernel(Fn&& fn, int64_t C, int bins, const char* fname) {
+  bool failed = false;
+  AllocFailure f{0, 0};
+  {
+    py::gil_scoped_release nogil;
+    try { fn(); } catch (const AllocFailure& e) { failed = true; f = e; }
+  }
+  if (!failed) return;
+  char msg[400];
+  const double mb = (double)f.bytes / (1 << 20);
+  switch (f.what) {
+    case kAllocBins:
+      std::snprintf(msg, sizeof msg, "bins: %s could not allocate %.1f MiB of scratch memory for "
+                    "bins=%d; use fewer bins", fname, mb, bins);
+      break;
+    case kAllocStats:
+      std::snprintf(msg, sizeof msg, "logits: %s could not allocate %.1f MiB of scratch memory for "
+                    "the statistics of C=%lld classes with bins=%d", fname, mb, (long long)C, bins);
+      break;
+    case kAllocSamples:
+      std::snprintf(msg, sizeof msg, "per_sample: %s could not allocate %.1f MiB of scratch memory "
+                    "for C=%lld classes", fname, mb, (long long)C);
+      break;
+    case kAllocRows:
+      std::snprintf(msg, sizeof msg, "logits: %s could not allocate %.1f MiB of scratch memory "
+                    "(it grows with the number of elements)", fname, mb);
+      break;
+    default:
+      std::snprintf(msg, sizeof msg, "logits: %s could not allocate %.1f MiB of scratch memory for "
+                    "C=%lld classes", fname, mb, (long long)C);
+  }
+  PyErr_SetString(PyExc_MemoryError, msg);
+  throw py::error_already_set();
+}
+
+void check_sizes(int64_t C, int bins) {
+  if (C < 1 || C > kMaxClasses)
+    throw std::invalid_argument("logits: C=" + std::to_string(C) + " classes is outside [1, " +
+                                std::to_string(kMaxClasses) + "]");
+  if (bins < 0 || bins > kMaxBins)
+    throw std::invalid_argument("bins: " + std::to_string(bins) + " is outside [1, " +
+                                std::to_string(kMaxBins) + "]");
 }
 
 template <class T = void> T* ptr(const py::object& o) {
@@ -74,11 +124,9 @@ py::dict ce(py::object x, int xdt, py::object t, int tdt, bool soft, int64_t N, 
   a.s_correct = ptr<int64_t>(s_correct); a.s_inter = ptr<int64_t>(s_inter);
   a.s_true = ptr<int64_t>(s_true); a.s_pred = ptr<int64_t>(s_pred);
   a.nthreads = threads();
+  check_sizes(C, bins);
   CEResult r;
-  {
-    py::gil_scoped_release nogil;
-    kernels().ce(a, r);
-  }
+  run_kernel([&] { kernels().ce(a, r); }, C, bins, stats ? "evaluate" : "cross_entropy");
   py::dict d;
   d["nll_sum"] = r.nll_sum; d["smooth_sum"] = r.smooth_sum; d["wsum"] = r.wsum;
   d["count"] = r.count; d["ignored"] = r.ignored; d["nonfinite"] = r.nonfinite;
@@ -113,11 +161,9 @@ py::dict bce(py::object x, int xdt, py::object t, int tdt, bool tfloat, int64_t 
   a.conf_sum = ptr<double>(conf_sum); a.margin_hist = ptr<int64_t>(margin_hist);
   a.prob_hist = ptr<int64_t>(prob_hist);
   a.nthreads = threads();
+  check_sizes(2, bins);
   BCEResult r;
-  {
-    py::gil_scoped_release nogil;
-    kernels().bce(a, r);
-  }
+  run_kernel([&] { kernels().bce(a, r); }, 2, bins, stats ? "evaluate_binary" : "binary_cross_entropy");
   py::dict d;
   d["loss_sum"] = r.loss_sum; d["count"] = r.count; d["correct"] = r.correct;
   d["nonfinite"] = r.nonfinite; d["true_prob_sum"] = r.true_prob_sum;
@@ -147,8 +193,16 @@ void surface(py::object X, py::object y, int64_t n, py::object w1, int64_t n1, p
   a.X = cptr<double>(X); a.y = cptr<double>(y); a.n = n; a.w1 = cptr<double>(w1); a.n1 = n1;
   a.w2 = cptr<double>(w2); a.n2 = n2; a.bias = bias; a.loss = ptr<double>(loss);
   a.acc = ptr<double>(acc); a.nthreads = threads();
-  py::gil_scoped_release nogil;
-  kernels().surface(a);
+  bool failed = false;
+  {
+    py::gil_scoped_release nogil;
+    try { kernels().surface(a); } catch (const AllocFailure&) { failed = true; }
+  }
+  if (failed) {
+    PyErr_SetString(PyExc_MemoryError, ("X: could not allocate scratch memory for n=" +
+                                        std::to_string(n) + " samples").c_str());
+    throw py::error_already_set();
+  }
 }
 
 }  // namespace
@@ -174,7 +228,20 @@ void register_core(py::module_& m) {
     py::gil_scoped_release nogil;
     kernels().mem_copy(d, s, n, nt);
   }, "Multi-threaded copy (read + write) of a contiguous array (benchmark reference).");
-  m.def("set_num_threads", [](int n) { g_threads = n; });
+  m.def("set_num_threads", [](int64_t n) {
+    if (n < 1 || n > kMaxThreads)
+      throw std::invalid_argument("n: must be in [1, " + std::to_string(kMaxThreads) + "], got " +
+                                  std::to_string(n));
+    g_threads = (int)n;
+  });
+  m.attr("max_threads") = kMaxThreads;
+  m.attr("max_bins") = kMaxBins;
+  m.attr("max_classes") = kMaxClasses;
+  m.def("_set_scratch_limit", [](int64_t b) { set_scratch_limit(b); },
+        "Tests only: scratch allocations above this many bytes fail (0: no limit).");
+  m.def("_set_wide_min_classes", [](int64_t c) { set_wide_min_classes(c); },
+        "Tests only: C above which the multi-class kernel takes the wide-row path.");
+  m.def("_wide_min_classes", [] { return wide_min_classes(); });
   m.def("get_num_threads", &threads);
   m.def("simd", [] { return std::string(kernels().name); });
   m.def("best_simd", [] { return std::string(best_isa()); });

@@ -14,6 +14,26 @@ enum DType : int { F16 = 0, F32 = 1, F64 = 2, BF16 = 3 };
 enum LType : int { U8 = 0, I8, U16, I16, U32, I32, U64, I64, LBOOL };
 
 constexpr int kMaxTopK = 8;
+// Upper bounds checked by the bindings (and, with clear messages, in Python before them).
+constexpr int kMaxThreads = 1024;      // set_num_threads / OMP_NUM_THREADS
+constexpr int kMaxBins = 1 << 16;      // histogram bins
+constexpr int64_t kMaxClasses = 2147483647;  // C: labels and class indices are int32 in the lanes
+
+// Scratch memory of the kernels (defined once, in dispatch.cpp): 64-byte aligned, zeroed when
+// `zero`; nullptr when the allocation fails, when the size overflows, or beyond the limit that
+// tests set with set_scratch_limit (to exercise the failure path without exhausting memory).
+void* scratch_alloc(int64_t count, int64_t elem_size, bool zero);
+void scratch_free(void* p);
+void set_scratch_limit(int64_t bytes);  // <= 0: no limit
+// Classes above which the multi-class kernel takes the wide-row path (see kernels_impl.h).
+int64_t wide_min_classes();
+void set_wide_min_classes(int64_t c);
+
+// Thrown by a kernel (after its parallel region, never inside one) when scratch memory could not
+// be allocated; the bindings turn it into a MemoryError naming the argument that drove the size.
+// A plain struct (no vtable): it is thrown from every ISA translation unit.
+enum AllocWhat : int { kAllocClasses = 0, kAllocBins, kAllocStats, kAllocSamples, kAllocRows };
+struct AllocFailure { int64_t bytes; int what; };
 
 // Multi-class cross-entropy / accuracy / one-pass statistics over logits viewed as
 // (N, C, inner) when !rows (class stride = inner) or as (E, C) rows when rows.

@@ -179,12 +179,37 @@ LD_INLINE void atomic_add(int64_t* p, int64_t v) { __atomic_fetch_add(p, v, __AT
 // the cores on every increment.
 constexpr int64_t kLine = 64;
 LD_INLINE int64_t line_up(int64_t n_words) { return (n_words + 7) / 8 * 8; }  // 8-byte words
-LD_INLINE void* zalloc_lines(size_t bytes) {
-  bytes = (bytes + kLine - 1) / kLine * kLine;
-  void* p = aligned_alloc(kLine, bytes ? bytes : kLine);
-  if (p) __builtin_memset(p, 0, bytes);
+// Every scratch block comes from scratch_alloc (64-byte aligned, whole lines): nullptr on failure.
+// Outside a parallel region a failure throws AllocFailure at once; inside one, each thread notes
+// it (ThreadFail) and the work is skipped by every thread, so no output is half written.
+LD_INLINE void* must_alloc(int64_t count, int64_t elem, bool zero, int what) {
+  void* p = scratch_alloc(count, elem, zero);
+  if (!p) {
+    int64_t b;
+    if (__builtin_mul_overflow(count, elem, &b)) b = INT64_MAX;
+    throw AllocFailure{b, what};
+  }
   return p;
 }
+// Owns a scratch block until the end of the scope (the throw paths included).
+struct Owned {
+  void* p = nullptr;
+  Owned() = default;
+  explicit Owned(void* q) : p(q) {}
+  Owned(const Owned&) = delete;
+  Owned& operator=(const Owned&) = delete;
+  ~Owned() { scratch_free(p); }
+};
+// The first allocation failure of the threads of one parallel region.
+struct ThreadFail {
+  int64_t bytes = 0; int what = 0;
+  void note(int64_t b, int w) {
+#pragma omp critical(lossdiag_alloc_fail)
+    if (!bytes) { bytes = b > 0 ? b : 1; what = w; }
+  }
+  bool any() const { return __atomic_load_n(&bytes, __ATOMIC_RELAXED) != 0; }
+  void raise() const { if (bytes) throw AllocFailure{bytes, what}; }
+};
 
 // Per-slab accumulators (floats are summed per slab and combined in slab order).
 struct alignas(kLine) SlabAcc {
@@ -223,8 +248,10 @@ struct SlabStore {
     const int64_t nf = line_up(nsub * C + nb + 1);
     ni = line_up(C + 6 * nb + 1 + extra);
     n_int = int_copies > 0 ? int_copies : n_slabs;
-    fmem = (double*)zalloc_lines((size_t)(n_slabs * nf) * sizeof(double));
-    imem = (int64_t*)zalloc_lines((size_t)(n_int * ni) * sizeof(int64_t));
+    // Which argument made the request large: the histograms (bins) or the classes.
+    const int what = 6 * nb + extra > C ? kAllocBins : kAllocStats;
+    fmem = (double*)must_alloc(n_slabs * nf, sizeof(double), true, what);
+    imem = (int64_t*)must_alloc(n_int * ni, sizeof(int64_t), true, what);
     for (int64_t k = 0; k < n_slabs; ++k) {
       SlabAcc& s = acc[k];
       s.class_loss = fmem + k * nf; s.conf_sum = s.class_loss + nsub * C;
@@ -237,7 +264,10 @@ struct SlabStore {
     s.conf_correct = s.conf_hist + 2 * nb; s.margin_hist = s.conf_correct + nb;
     s.prob_hist = s.margin_hist + nb;
   }
-  ~SlabStore() { free(fmem); free(imem); }
+  SlabStore() = default;
+  SlabStore(const SlabStore&) = delete;
+  SlabStore& operator=(const SlabStore&) = delete;
+  ~SlabStore() { scratch_free(fmem); scratch_free(imem); }
 };
 
 LD_INLINE void merge_bad(CEResult& r, int64_t value, int64_t index) {
@@ -362,8 +392,10 @@ struct CE {
     // int64 streams of index pairs instead: 8 loads per element in the flush instead of 10 (it
     // is bound by the load ports; evaluate (8, 21, 512, 512) NCHW, 1 thread: ~4 % faster).
     int32_t* pi; double* p_loss;
-    int64_t* p_pk; double* p_inv;  // packed confidence counter (PACK) or the confidence itself
-    int64_t* pack;                 // packed confidence counters of the pending run (PACK)
+    // Packed counters are unsigned: rows left out of the statistics add theirs (NaN bits
+    // included) to a scratch slot, where a signed sum could overflow.
+    uint64_t* p_pk; double* p_inv;  // packed confidence counter (PACK) or the confidence itself
+    uint64_t* pack;                 // packed confidence counters of the pending run (PACK)
     int pn;
     bool defer;                    // statistics go through the pending buffers
     int64_t* loc;               // per-segment per-class counts (3*C) for per-sample stats
@@ -398,7 +430,10 @@ struct CE {
   struct Lane {
     IS y[B]; IS valid[B];  // valid: 0/1
     IS ties[B];
-    F m[B], xy[B], dy[B], s[B], sm[B], sd[B], m2[B], A[B], Bs[B], inv[B], l1p[B], fin[B];
+    F m[B], xy[B], dy[B], s[B], sm[B], sd[B], m2[B], inv[B], l1p[B], fin[B];
+    // Soft targets: sum_c w_c t'_c and sum_c w_c t'_c (max - x_c) in float64 (in float32 the small
+    // terms of a long row were lost next to a large one: relative error 1e-4 at C = 5000).
+    double A[B], Bs[B];
     IS am[B], gt[B]; int32_t nf[B], nn[B];  // non-finite and NaN counts
     double loss[B];
   };
@@ -411,6 +446,7 @@ struct CE {
     }
   };
   static constexpr int kSub = 4;  // copies of the statistics (see SlabStore)
+  static constexpr int64_t kSumRun = 128;  // classes per float partial sum (see pass 2)
   static constexpr int kPend = 2048;
   static constexpr int kCap = kPend + B;  // a run flushes once it reaches kPend
   static constexpr int kRunBits = 32 - __builtin_clz((unsigned)kCap);  // kCap < 2^kRunBits
@@ -427,6 +463,41 @@ struct CE {
   // element (increments are bound by the store throughput); the marginals are summed at the end.
   bool joint() const { return a.bins <= 22; }
 
+  // Labels of the block's nb elements into the lanes (padding lanes: label 0, not valid).
+  LD_INLINE void hard_labels(Lane& ln, SlabAcc& sa, int nb, int64_t ebase) {
+    // The rare bad label is located afterwards.
+    int64_t ign = 0; bool anybad = false;
+    labels_block<IS>(a.t, a.tdt, ebase, nb, a.ignore, C, ln.y, ln.valid, ign, anybad);
+    for (int j = nb; j < B; ++j) { ln.y[j] = 0; ln.valid[j] = 0; }
+    sa.r.ignored += ign;
+    if (anybad) {
+      int64_t lb[B];
+      load_labels(a.t, a.tdt, ebase, nb, lb);
+      for (int j = 0; j < nb; ++j)
+        if ((lb[j] != a.ignore || (a.tdt == U64 && lb[j] < 0)) && (lb[j] < 0 || lb[j] >= C)) {
+          merge_bad(sa.r, lb[j], ebase + j);
+          break;
+        }
+    }
+  }
+
+  // Soft targets: A += w_c t'_c, Bs += w_c t'_c (-d) over VN lanes, in float64 (t' = t (1 - eps)
+  // + eps / C). tv: the VN target values (compute type), d: x_c - max. LANES_ARE_CLASSES: the
+  // lanes hold classes c..c+VN-1 (wide rows), else VN elements of class c.
+  template <bool LANES_ARE_CLASSES = false>
+  LD_INLINE void soft_acc(const F* tv, int64_t c, VF d, vd* A, vd* Bs) const {
+    constexpr int DN = VecT<double>::N, NH = VN / DN;
+    const VF t = vload<VF>(tv);
+#pragma GCC unroll 4
+    for (int h = 0; h < NH; ++h) {
+      const vd wc = !WEIGHT ? vd{} + 1.0
+                            : LANES_ARE_CLASSES ? vload<vd>(a.w + c + h * DN) : vd{} + a.w[c];
+      const vd wt = wc * (to_d(t, h) * one_m_eps + eps_c);
+      A[h] += wt;
+      Bs[h] += wt * (vd{} - to_d(d, h));
+    }
+  }
+
   // Process one block of B lanes from a source with class stride cs (lane stride 1).
   template <class P>
   LD_INLINE void block(Thread& th, SlabAcc& sa, SegAcc& acc, const P* __restrict src, int64_t cs,
@@ -437,20 +508,7 @@ struct CE {
     const double* w = a.w;
     // Labels (hard) or the target's argmax (soft).
     if (!SOFT) {
-      // The rare bad label is located afterwards.
-      int64_t ign = 0; bool anybad = false;
-      labels_block<IS>(a.t, a.tdt, ebase, nb, a.ignore, C, ln.y, ln.valid, ign, anybad);
-      for (int j = nb; j < B; ++j) { ln.y[j] = 0; ln.valid[j] = 0; }
-      sa.r.ignored += ign;
-      if (anybad) {
-        int64_t lb[B];
-        load_labels(a.t, a.tdt, ebase, nb, lb);
-        for (int j = 0; j < nb; ++j)
-          if ((lb[j] != a.ignore || (a.tdt == U64 && lb[j] < 0)) && (lb[j] < 0 || lb[j] >= C)) {
-            merge_bad(sa.r, lb[j], ebase + j);
-            break;
-          }
-      }
+      hard_labels(ln, sa, nb, ebase);
     } else {
       F tb[B];
       for (int j = 0; j < B; ++j) { tb[j] = tsrc[j]; ln.am[j] = 0; }
@@ -525,17 +583,40 @@ struct CE {
       // Pass 2: sum of exp(x - max), with the first maximum's exact 1 kept out of the sum so that
       // log1p keeps full relative precision for confident predictions.
       {
-        constexpr int K = B / VN;
-        VF m[K], sv[K], sm[K], sd[K], A[K], Bs[K];
+        constexpr int K = B / VN, DN = VecT<double>::N, NH = VN / DN;
+        VF m[K], sv[K], sm[K], sd[K];
+        vd A[SOFT ? K : 1][NH], Bs[SOFT ? K : 1][NH];
         VI ties[K];  // !STATS (with STATS, a tie is a rare row: runner-up == max)
 #pragma GCC unroll 8
         for (int k = 0; k < K; ++k) {
           m[k] = vload<VF>(ln.m + k * VN);
-          sv[k] = VF{}; ties[k] = VI{} + (STATS ? 1 : 0); sm[k] = VF{}; sd[k] = VF{}; A[k] = VF{}; Bs[k] = VF{};
+          sv[k] = VF{}; ties[k] = VI{} + (STATS ? 1 : 0); sm[k] = VF{}; sd[k] = VF{};
+          if constexpr (SOFT) for (int h = 0; h < NH; ++h) { A[k][h] = vd{}; Bs[k][h] = vd{}; }
         }
+        // float: each lane sums at most kSumRun classes in float, then the partial sums go to
+        // float64 (one float accumulator over C classes lost up to ~C/2 ulps: 5e-6 relative at
+        // C = 4096, ten times torch). Rows of up to kSumRun classes keep their exact bits.
+        constexpr bool FLUSH = sizeof(F) == 4;
+        vd svd[FLUSH ? K : 1][NH], smd[FLUSH ? K : 1][NH], sdd[FLUSH ? K : 1][NH];
+        if constexpr (FLUSH)
+          for (int k = 0; k < K; ++k)
+            for (int h = 0; h < NH; ++h) { svd[k][h] = vd{}; smd[k][h] = vd{}; sdd[k][h] = vd{}; }
         const P* col = src;
         const bool pf = th.pf.base != 0;
-        for (int64_t c = 0; c < C; ++c, col += cs) {
+        for (int64_t c0 = 0, c1 = 0; c0 < C; c0 = c1) {
+         c1 = FLUSH ? imin(C, c0 + kSumRun) : C;
+         if (FLUSH && c0 > 0) {
+#pragma GCC unroll 8
+          for (int k = 0; k < K; ++k) {
+            for (int h = 0; h < NH; ++h) {
+              svd[k][h] += to_d(sv[k], h);
+              if (SMOOTH && !SOFT) smd[k][h] += to_d(sm[k], h);
+              if (STATS) sdd[k][h] += to_d(sd[k], h);
+            }
+            sv[k] = VF{}; sm[k] = VF{}; sd[k] = VF{};
+          }
+         }
+         for (int64_t c = c0; c < c1; ++c, col += cs) {
           const VF wc = VF{} + (WEIGHT ? (F)w[c] : F(1));
           if (pf) th.pf.at(c);
 #pragma GCC unroll 8
@@ -556,18 +637,28 @@ struct CE {
               sum_exp_but_max(d, sv[k], ties[k]);
             }
             if (SMOOTH && !SOFT) sm[k] += wc * (VF{} - d);
-            if (SOFT) {
-              const VF tt = vload<VF>(tsrc + c * B + k * VN) * (F)one_m_eps + (F)eps_c;
-              const VF wt = wc * tt;
-              A[k] += wt; Bs[k] += wt * (VF{} - d);
-            }
-            if (STATS) sd[k] = vfma(e, d, sd[k]);  // NaN only in rows left out of the stats
+            if constexpr (SOFT) soft_acc(tsrc + c * B + k * VN, c, d, A[k], Bs[k]);
+            if (STATS) sd[k] = vfma(e, d, sd[k]);  // NaN in rows left out of the stats (or see rare rows)
           }
+         }
         }
 #pragma GCC unroll 8
         for (int k = 0; k < K; ++k) {
-          vstore(ln.s + k * VN, sv[k]); vstore(ln.ties + k * VN, ties[k]); vstore(ln.sm + k * VN, sm[k]);
-          vstore(ln.sd + k * VN, sd[k]); vstore(ln.A + k * VN, A[k]); vstore(ln.Bs + k * VN, Bs[k]);
+          if (FLUSH && C > kSumRun) {  // float64 totals, rounded once
+            for (int h = 0; h < NH; ++h) {
+              const vd ts = svd[k][h] + to_d(sv[k], h), tm = smd[k][h] + to_d(sm[k], h);
+              const vd td = sdd[k][h] + to_d(sd[k], h);
+              for (int i = 0; i < DN; ++i) {
+                const int j = k * VN + h * DN + i;
+                ln.s[j] = (F)ts[i]; ln.sm[j] = (F)tm[i]; ln.sd[j] = (F)td[i];
+              }
+            }
+          } else {
+            vstore(ln.s + k * VN, sv[k]); vstore(ln.sm + k * VN, sm[k]); vstore(ln.sd + k * VN, sd[k]);
+          }
+          vstore(ln.ties + k * VN, ties[k]);
+          if constexpr (SOFT)
+            for (int h = 0; h < NH; ++h) { vstore(ln.A + k * VN + h * DN, A[k][h]); vstore(ln.Bs + k * VN + h * DN, Bs[k][h]); }
           vstore(ln.dy + k * VN, vload<VF>(ln.xy + k * VN) - m[k]);  // x_y - max
         }
         // Rare rows: a tied maximum (runner-up == maximum: the sum above left out every exact 1;
@@ -577,7 +668,10 @@ struct CE {
         if (STATS) {
           VI rare = VI{};
 #pragma GCC unroll 8
-          for (int k = 0; k < K; ++k) rare |= (vload<VF>(ln.m2 + k * VN) == m[k]) | ~(sd[k] - sd[k] == F(0));
+          for (int k = 0; k < K; ++k) {
+            const VF sdk = vload<VF>(ln.sd + k * VN);
+            rare |= (vload<VF>(ln.m2 + k * VN) == m[k]) | ~(sdk - sdk == F(0));
+          }
           if (vany(rare))
             for (int j = 0; j < nb; ++j)
               if (ln.m2[j] == ln.m[j] || !(ln.sd[j] - ln.sd[j] == F(0))) {
@@ -588,9 +682,32 @@ struct CE {
                   if (v > mx) { mx = v; amj = (IS)c; }
                 }
                 ln.nf[j] = k; ln.nn[j] = q; ln.am[j] = amj; ln.ties[j] = nt;
+                // Finite logits spanning more than the float range: some x_c - max overflowed to
+                // -inf, and its 0 * -inf made the entropy sum NaN; such a class has probability
+                // exactly 0 and adds nothing.
+                if (k == 0 && !(ln.sd[j] - ln.sd[j] == F(0))) {
+                  F sdj = 0;
+                  for (int64_t c = 0; c < C; ++c) {
+                    const F d = (F)src[c * cs + j] - ln.m[j];
+                    const F e = vexp_neg(VF{} + d)[0];  // the bits of the vector pass
+                    sdj += e != F(0) ? e * d : F(0);
+                  }
+                  ln.sd[j] = sdj;
+                }
               }
         }
       }
+    }
+    finish<false>(th, sa, acc, ln, nb, ebase, tsrc, gdst, gcs);
+  }
+
+  // Loss, gradient (lane form, or per element for the wide rows), statistics and counting of one
+  // block whose Lane record is complete.
+  template <bool WIDE, class P>
+  LD_INLINE void finish(Thread& th, SlabAcc& sa, SegAcc& acc, Lane& ln, int nb, int64_t ebase,
+                        const F* __restrict tsrc, P* gdst, int64_t gcs) {
+    const double* w = a.w;
+    if (LOSS) {
       for (int j = 0; j < B; ++j) {
         // log1p(sp) = log(u) - ((u - 1) - sp) / u, sharing 1/u with the softmax normaliser.
         const F sp = ln.s[j] + (F)(ln.ties[j] - 1);
@@ -641,33 +758,37 @@ struct CE {
           cb[j] = ln.valid[j] ? (F)(eps_c * a.gscale) : F(0);
         } else {
           ca[j] = ln.valid[j] ? (F)a.gscale : F(0);
-          cb[j] = ca[j] * ln.A[j];
+          cb[j] = (F)((double)ca[j] * ln.A[j]);
         }
       }
-      const F Wf = (F)W;
-      constexpr int K = B / VN;
-      VF inv[K], cav[K], cbv[K]; VI y[K];
-#pragma GCC unroll 8
-      for (int k = 0; k < K; ++k) {
-        inv[k] = vload<VF>(ln.inv + k * VN); cav[k] = vload<VF>(ca + k * VN);
-        cbv[k] = vload<VF>(cb + k * VN); y[k] = vload<VI>(ln.y + k * VN);
-      }
-      for (int64_t c = 0; c < C; ++c) {
-        const VF wc = VF{} + (WEIGHT ? (F)w[c] : F(1));
-        const VI cv = VI{} + (IS)c;
+      if constexpr (WIDE) {
+        wide_grad(ln, ca, cb, nb, ebase);
+      } else {
+        const F Wf = (F)W;
+        constexpr int K = B / VN;
+        VF inv[K], cav[K], cbv[K]; VI y[K];
 #pragma GCC unroll 8
         for (int k = 0; k < K; ++k) {
-          const VF p = vload<VF>(th.ebuf + c * B + k * VN) * inv[k];
-          VF g;
-          if (!SOFT) {
-            const VF hot = cv == y[k] ? VF{} + F(1) : VF{};
-            g = cav[k] * (p - hot);
-            if (SMOOTH) g = g + cbv[k] * (Wf * p - wc);
-          } else {
-            const VF tt = vload<VF>(tsrc + c * B + k * VN) * (F)one_m_eps + (F)eps_c;
-            g = cbv[k] * p - cav[k] * (wc * tt);
+          inv[k] = vload<VF>(ln.inv + k * VN); cav[k] = vload<VF>(ca + k * VN);
+          cbv[k] = vload<VF>(cb + k * VN); y[k] = vload<VI>(ln.y + k * VN);
+        }
+        for (int64_t c = 0; c < C; ++c) {
+          const VF wc = VF{} + (WEIGHT ? (F)w[c] : F(1));
+          const VI cv = VI{} + (IS)c;
+#pragma GCC unroll 8
+          for (int k = 0; k < K; ++k) {
+            const VF p = vload<VF>(th.ebuf + c * B + k * VN) * inv[k];
+            VF g;
+            if (!SOFT) {
+              const VF hot = cv == y[k] ? VF{} + F(1) : VF{};
+              g = cav[k] * (p - hot);
+              if (SMOOTH) g = g + cbv[k] * (Wf * p - wc);
+            } else {
+              const VF tt = vload<VF>(tsrc + c * B + k * VN) * (F)one_m_eps + (F)eps_c;
+              g = cbv[k] * p - cav[k] * (wc * tt);
+            }
+            storev(gdst + c * gcs + k * VN, g);
           }
-          storev(gdst + c * gcs + k * VN, g);
         }
       }
     }
@@ -700,6 +821,236 @@ struct CE {
       }
   }
 
+  // ---- Wide rows ----------------------------------------------------------------------------
+  // Above wide_min_classes() classes the elements are taken one at a time, SIMD across the
+  // classes, instead of B elements side by side: the lane buffers hold C * B values each (three
+  // of them: 3 x 2e7 x 64 x 4 bytes per thread for C = 2e7), this path nothing that grows with C.
+  // Pass 1 (max, first argmax, runner-up, rank, non-finite counts) and pass 2 (the exp sums) read
+  // the element's logits twice, the gradient a third time; a row up to L2 size is re-read from
+  // cache. The results fill the same Lane record as the lane passes, so the loss, statistics and
+  // counting code (finish) is shared.
+  bool wide = false;
+  static constexpr int kWK = 4;  // independent vectors per step (latency of the max / sums)
+  static constexpr int kWideRun = 16;  // steps per float partial sum (then float64)
+  LD_INLINE int64_t elem_off(int64_t e) const {
+    return a.rows ? e * C : (e / a.inner) * C * a.inner + e % a.inner;
+  }
+  template <class P> static LD_INLINE VF load_cls(const P* p, int64_t cs, int64_t c0) {
+    if (cs == 1) return loadv(p + c0);
+    F t[VN];
+    for (int i = 0; i < VN; ++i) t[i] = (F)p[(c0 + i) * cs];
+    return vload<VF>(t);
+  }
+  // VN classes from c0, the first n of them real: the others read as `pad`.
+  template <class P> static LD_INLINE VF load_cls_tail(const P* p, int64_t cs, int64_t c0, int n, F pad) {
+    F t[VN];
+    for (int i = 0; i < VN; ++i) t[i] = i < n ? (F)p[(c0 + i) * cs] : pad;
+    return vload<VF>(t);
+  }
+  // n soft-target values of one element from class c0 (float dtypes), zeros after them up to VN.
+  LD_INLINE void load_t(int64_t off, int64_t cs, int64_t c0, int n, F* out) const {
+    if (cs == 1) load_cvt<F>(a.t, a.tdt, true, off + c0, n, out, 1);
+    else for (int i = 0; i < n; ++i) load_cvt<F>(a.t, a.tdt, true, off + (c0 + i) * cs, 1, out + i, 1);
+    for (int i = n; i < VN; ++i) out[i] = F(0);
+  }
+  LD_INLINE VF load_w(int64_t c0, int n) const {
+    F t[VN];
+    for (int i = 0; i < VN; ++i) t[i] = i < n ? (F)a.w[c0 + i] : F(0);
+    return vload<VF>(t);
+  }
+
+  // Fills lane j of ln from one element: logits p[c * cs], soft targets at toff + c * cs.
+  void wide_row(Lane& ln, int j, const S* __restrict p, int64_t cs, int64_t toff) {
+    constexpr int K = kWK, DN = VecT<double>::N, NH = VN / DN;
+    const int64_t step = (int64_t)K * VN, Cv = C / step * step;
+    const F ninf = -__builtin_inf();
+    if (SOFT) {  // the true class: the target's first argmax
+      F tb = F(0); IS amt = 0;
+      F buf[VN];
+      for (int64_t c0 = 0; c0 < C; c0 += VN) {
+        const int n = (int)imin(VN, C - c0);
+        load_t(toff, cs, c0, n, buf);
+        for (int i = 0; i < n; ++i) {
+          if (c0 + i == 0) tb = buf[0];
+          else if (buf[i] > tb) { tb = buf[i]; amt = (IS)(c0 + i); }
+        }
+      }
+      ln.y[j] = amt;
+    }
+    const IS y = ln.y[j];
+    const F xy = (F)p[(int64_t)y * cs];
+    // Pass 1. Per vector lane as the lane path per element; then combined: the max, its first
+    // index, the second largest value (a repeated max is its own runner-up).
+    F m = ninf, m2 = ninf; int64_t am = 0, nf = 0, nn = 0, gt = 0;
+    {
+      VF vm[K], vm2[K];
+      VI vam[K], vgt[K], vnf[K], vnn[K], iota;
+      for (int i = 0; i < VN; ++i) iota[i] = (IS)i;
+      const VF vxy = VF{} + xy;
+      const VI vy = VI{} + y;
+      for (int k = 0; k < K; ++k) {
+        vm[k] = VF{} + ninf; vm2[k] = vm[k]; vam[k] = VI{}; vgt[k] = VI{}; vnf[k] = VI{}; vnn[k] = VI{};
+      }
+      for (int64_t c0 = 0; c0 < Cv; c0 += step) {
+#pragma GCC unroll 4
+        for (int k = 0; k < K; ++k) {
+          const VF v = load_cls(p, cs, c0 + k * VN);
+          const VI cv = iota + (IS)(c0 + k * VN);
+          vnf[k] += (v - v == F(0)) + 1;  // masks are -1
+          vnn[k] -= v != v;
+          if (TOPK) vgt[k] -= (v > vxy) | ((v == vxy) & (cv < vy));
+          if (STATS) { const VF lo = v < vm[k] ? v : vm[k]; vm2[k] = lo > vm2[k] ? lo : vm2[k]; }
+          const VI g = v > vm[k];
+          vam[k] = g ? cv : vam[k]; vm[k] = g ? v : vm[k];
+        }
+      }
+      if (Cv) {
+        int kb = 0, ib = 0;
+        for (int k = 0; k < K; ++k)
+          for (int i = 0; i < VN; ++i) {
+            nf += vnf[k][i]; nn += vnn[k][i]; gt += vgt[k][i];
+            const F v = vm[k][i];
+            if (v > m || (v == m && (int64_t)vam[k][i] < am)) { m = v; am = vam[k][i]; kb = k; ib = i; }
+          }
+        for (int k = 0; k < K; ++k)
+          for (int i = 0; i < VN; ++i) {
+            m2 = vm2[k][i] > m2 ? vm2[k][i] : m2;
+            if ((k != kb || i != ib) && vm[k][i] > m2) m2 = vm[k][i];
+          }
+      }
+      for (int64_t c = Cv; c < C; ++c) {  // the rest, one by one, as the lane path
+        const F v = (F)p[c * cs];
+        nf += !(v - v == F(0)); nn += v != v;
+        if (TOPK) gt += (v > xy) | ((v == xy) & (c < (int64_t)y));
+        if (STATS) { const F lo = v < m ? v : m; m2 = lo > m2 ? lo : m2; }
+        if (v > m) { m = v; am = c; }
+      }
+    }
+    ln.m[j] = m; ln.m2[j] = m2; ln.am[j] = (IS)am; ln.xy[j] = xy; ln.dy[j] = xy - m;
+    ln.gt[j] = (IS)gt; ln.nf[j] = (int32_t)nf; ln.nn[j] = (int32_t)nn;
+    if (!LOSS) return;
+    // Pass 2: the sums of pass 2 of the lane path (float sums in K * VN partial sums, combined
+    // in double; soft-target sums in double throughout).
+    double s = 0, sm = 0, sd = 0, A = 0, Bs = 0;
+    int64_t ties = 0;
+    {
+      VF sv[K], smv[K], sdv[K];
+      VI tv[K];
+      vd Av[SOFT ? K : 1][NH], Bv[SOFT ? K : 1][NH];
+      for (int k = 0; k < K; ++k) {
+        sv[k] = VF{}; smv[k] = VF{}; sdv[k] = VF{}; tv[k] = VI{};
+        if constexpr (SOFT) for (int h = 0; h < NH; ++h) { Av[k][h] = vd{}; Bv[k][h] = vd{}; }
+      }
+      const VF vmx = VF{} + m;
+      auto body = [&](int k, int64_t c, VF v, int n) {
+        const VF d = v - vmx;
+        const VF e = vexp_neg(d);
+        if (n == VN) {
+          sum_but_max(d, e, sv[k], tv[k]);
+          if (SMOOTH && !SOFT) smv[k] += (WEIGHT ? load_w(c, VN) : VF{} + F(1)) * (VF{} - d);
+          if (STATS) sdv[k] = vfma(e, e != F(0) ? d : VF{}, sdv[k]);  // 0 * -inf: see rare rows
+          if constexpr (SOFT) { F tb[VN]; load_t(toff, cs, c, VN, tb); soft_acc<true>(tb, c, d, Av[k], Bv[k]); }
+          return;
+        }
+        // The last n < VN classes: same vector exp, lanes added one by one.
+        F tb[VN];
+        if (SOFT) load_t(toff, cs, c, n, tb);
+        for (int i = 0; i < n; ++i) {
+          const F di = d[i], ei = e[i];
+          if (di == F(0)) ++ties; else s += (double)ei;
+          const double wc = WEIGHT ? a.w[c + i] : 1.0;
+          if (SMOOTH && !SOFT) sm += (double)((F)wc * (F(0) - di));
+          if (STATS) sd += ei != F(0) ? (double)(ei * di) : 0.0;
+          if (SOFT) {
+            const double wt = wc * ((double)tb[i] * one_m_eps + eps_c);
+            A += wt; Bs += wt * -(double)di;
+          }
+        }
+      };
+      // Float partial sums over kWideRun steps at most, then into float64 (as the lane path).
+      auto flush = [&] {
+        for (int k = 0; k < K; ++k) {
+          for (int i = 0; i < VN; ++i) { s += (double)sv[k][i]; sm += (double)smv[k][i]; sd += (double)sdv[k][i]; }
+          sv[k] = VF{}; smv[k] = VF{}; sdv[k] = VF{};
+        }
+      };
+      for (int64_t c0 = 0, n = 0; c0 < Cv; c0 += step) {
+#pragma GCC unroll 4
+        for (int k = 0; k < K; ++k) body(k, c0 + k * VN, load_cls(p, cs, c0 + k * VN), VN);
+        if (++n == kWideRun) { flush(); n = 0; }
+      }
+      for (int64_t c0 = Cv; c0 < C; c0 += VN) {
+        const int n = (int)imin(VN, C - c0);
+        body(0, c0, n == VN ? load_cls(p, cs, c0) : load_cls_tail(p, cs, c0, n, m), n);
+      }
+      flush();
+      for (int k = 0; k < K; ++k) {
+        for (int i = 0; i < VN; ++i) ties += tv[k][i];
+        if constexpr (SOFT)
+          for (int h = 0; h < NH; ++h)
+            for (int i = 0; i < DN; ++i) { A += Av[k][h][i]; Bs += Bv[k][h][i]; }
+      }
+    }
+    ln.s[j] = (F)s; ln.ties[j] = (IS)ties; ln.sm[j] = (F)sm; ln.sd[j] = (F)sd; ln.A[j] = A; ln.Bs[j] = Bs;
+  }
+
+  // Gradient of the block's nb wide elements (ca, cb as in finish), recomputing exp(x - max).
+  void wide_grad(const Lane& ln, const F* ca, const F* cb, int nb, int64_t ebase) {
+    const S* X = (const S*)a.x;
+    S* G = (S*)a.g;
+    const int64_t cs = a.rows ? 1 : a.inner;
+    const F Wf = (F)W;
+    VI iota;
+    for (int i = 0; i < VN; ++i) iota[i] = (IS)i;
+    for (int j = 0; j < nb; ++j) {
+      const int64_t off = elem_off(ebase + j);
+      const S* p = X + off;
+      S* g = G + off;
+      const VF inv = VF{} + ln.inv[j], mx = VF{} + ln.m[j], cav = VF{} + ca[j], cbv = VF{} + cb[j];
+      const VI y = VI{} + ln.y[j];
+      for (int64_t c0 = 0; c0 < C; c0 += VN) {
+        const int n = (int)imin(VN, C - c0);
+        const VF x = n == VN ? load_cls(p, cs, c0) : load_cls_tail(p, cs, c0, n, ln.m[j]);
+        const VF pr = vexp_neg(x - mx) * inv;
+        const VI cv = iota + (IS)c0;
+        const VF wc = WEIGHT ? load_w(c0, n) : VF{} + F(1);
+        VF gv;
+        if (!SOFT) {
+          const VF hot = cv == y ? VF{} + F(1) : VF{};
+          gv = cav * (pr - hot);
+          if (SMOOTH) gv = gv + cbv * (Wf * pr - wc);
+        } else {
+          F tb[VN];
+          load_t(off, cs, c0, n, tb);
+          const VF tt = vload<VF>(tb) * (F)one_m_eps + (F)eps_c;
+          gv = cbv * pr - cav * (wc * tt);
+        }
+        if (cs == 1 && n == VN) storev(g + c0, gv);
+        else for (int i = 0; i < n; ++i) g[(c0 + i) * cs] = (S)gv[i];
+      }
+    }
+  }
+
+  // One block of nb wide elements starting at element b0.
+  void wide_block(Thread& th, SlabAcc& sa, SegAcc& acc, int64_t b0, int nb) {
+    if (nb < 1 || nb > B) __builtin_unreachable();
+    Lane ln;
+    const S* X = (const S*)a.x;
+    const int64_t cs = a.rows ? 1 : a.inner;
+    if (!SOFT) hard_labels(ln, sa, nb, b0);
+    else for (int j = 0; j < B; ++j) { ln.valid[j] = j < nb; ln.y[j] = 0; }
+    for (int j = 0; j < nb; ++j) {
+      const int64_t off = elem_off(b0 + j);
+      wide_row(ln, j, X + off, cs, off);
+    }
+    for (int j = nb; j < B; ++j) {  // padding lanes: inert (not valid, not counted)
+      ln.m[j] = F(0); ln.m2[j] = -__builtin_inf(); ln.am[j] = 0; ln.xy[j] = F(0); ln.dy[j] = F(0);
+      ln.gt[j] = 0; ln.nf[j] = 0; ln.nn[j] = 0; ln.s[j] = F(0); ln.ties[j] = 1; ln.sm[j] = F(0);
+      ln.sd[j] = F(0); ln.A[j] = 0; ln.Bs[j] = 0;
+    }
+    finish<true>(th, sa, acc, ln, nb, b0, (const F*)nullptr, (S*)nullptr, 0);
+  }
+
   // Apply the pending increments, in element order (the class loss sums do not depend on kPend;
   // the packed confidence sums are exact within a run and added to the slab once per run).
   LD_INLINE void flush(Thread& th, SlabAcc& sa) {
@@ -710,8 +1061,8 @@ struct CE {
     const double* ploss = th.p_loss;
     const bool jn = joint();
     if constexpr (PACK) {
-      int64_t* pa = th.pack;
-      const int64_t* pk = th.p_pk;
+      uint64_t* pa = th.pack;
+      const uint64_t* pk = th.p_pk;
       if (jn) {
         const uint64_t* qa = (const uint64_t*)pi;
         const uint64_t* qb = (const uint64_t*)(pi + 2 * kCap);
@@ -728,11 +1079,11 @@ struct CE {
         }
       // Split the packed counters: counts to conf_hist, fixed-point sums (exact) to conf_sum.
       const int n2 = 2 * kSub * a.bins;
-      const int64_t low = (int64_t(1) << csh) - 1;
+      const uint64_t low = (uint64_t(1) << csh) - 1;
       for (int i = 0; i < n2; ++i) {  // adding zeros is exact: no branch
-        const int64_t v = pa[i];
+        const uint64_t v = pa[i];
         pa[i] = 0;
-        sa.conf_hist[i] += v >> csh;
+        sa.conf_hist[i] += (int64_t)(v >> csh);
         sa.conf_sum[i >> 1] += (double)(v & low) * punit;
       }
       pa[n2] = 0;  // scratch slot of rows left out
@@ -965,6 +1316,10 @@ struct CE {
     for (int64_t b0 = e0; b0 < e1; b0 += B) {
       const int nb = (int)imin(B, e1 - b0);
       const int64_t* lab = lb;  // labels are read per block inside block()
+      if (wide) {
+        wide_block(th, sa, acc, b0, nb);
+        continue;
+      }
       if (!a.rows) {
         const int64_t o = b0 / a.inner, i0 = b0 % a.inner;
         const int64_t off = o * C * a.inner + i0;
@@ -1047,14 +1402,71 @@ struct CE {
     }
   }
 
+  // Per-thread scratch; false when an allocation failed (noted in `fail`).
+  bool thread_init(Thread& th, ThreadFail& fail, bool conf_atomic, int csub, int64_t cper,
+                   int64_t* conf_all, Owned* own) {
+    const int64_t buf = C * B;
+    th.xbuf = th.ebuf = th.tbuf = nullptr;
+    th.conf_atomic = conf_atomic;
+    th.csub = csub;
+    th.conf = STATS ? (conf_atomic ? a.confusion : conf_all + (int64_t)thread_id() * cper) : nullptr;
+    th.loc = nullptr; th.ccount = nullptr;
+    th.pi = nullptr; th.p_loss = nullptr; th.p_pk = nullptr; th.p_inv = nullptr; th.pack = nullptr;
+    th.pn = 0;
+    // csh + kRunBits <= 62: the packed counters cannot overflow (always true here: C <= 2896
+    // when the confusion is per thread).
+    th.defer = STATS && !conf_atomic && !a.per_sample && csh + kRunBits <= 62;
+    auto get = [&](int slot, int64_t n, int64_t elem, bool zero, int what) -> void* {
+      if (n == 0) return nullptr;
+      void* p = scratch_alloc(n, elem, zero);
+      if (!p) { int64_t b; if (__builtin_mul_overflow(n, elem, &b)) b = INT64_MAX; fail.note(b, what); }
+      own[slot].p = p;
+      return p;
+    };
+    if (!wide) {
+      // Lane buffers: the block's logits (tail blocks and rows), exps (gradient), soft targets.
+      const int nbuf = 1 + (GRAD ? 1 : 0) + (SOFT ? 1 : 0);
+      F* xb = (F*)get(0, nbuf * buf, sizeof(F), false, kAllocClasses);
+      if (xb) {
+        th.xbuf = xb;
+        th.ebuf = GRAD ? xb + buf : nullptr;
+        th.tbuf = SOFT ? xb + (GRAD ? 2 : 1) * buf : nullptr;
+      }
+      if (GRAD && a.rows) {
+        F* gb = (F*)get(1, 2 * buf, sizeof(F), false, kAllocClasses);
+        if (gb) { th.gb[0] = gb; th.gb[1] = gb + buf; }
+#if LD_VW == 64 && defined(__AVX512F__)
+        th.gidx = (int32_t*)get(2, buf, sizeof(int32_t), false, kAllocClasses);
+        if (th.gidx)
+          for (int64_t q = 0; q < buf; ++q) th.gidx[q] = (int32_t)((q % C) * B + q / C);
+#endif
+      }
+    }
+    if (STATS && a.per_sample && a.S > 1) th.loc = (int64_t*)get(3, 3 * C + 2, 8, true, kAllocSamples);
+    if (STATS && conf_atomic) th.ccount = (int64_t*)get(4, C, 8, true, kAllocStats);
+    if (STATS) {
+      th.pi = (int32_t*)get(5, 6 * kCap, sizeof(int32_t), false, kAllocStats);
+      th.p_loss = (double*)get(6, 2 * kCap, sizeof(double), false, kAllocStats);
+      if (th.p_loss) { if (PACK) th.p_pk = (uint64_t*)(th.p_loss + kCap); else th.p_inv = th.p_loss + kCap; }
+      th.pack = (uint64_t*)get(7, 2 * kSub * (int64_t)a.bins + 1, 8, true, kAllocBins);
+    }
+    return !fail.any();
+  }
+
   void run(CEResult& out) {
     const int64_t T = choose_tile(C, B);
     tl.init(a.E, a.S, T);
+    wide = C > wide_min_classes();
     const int64_t n_slabs = imin(tl.n_tiles, kMaxSlabs);
     const bool ps_seg = STATS && a.per_sample && a.S > 1;
-    if (ps_seg && tl.within) tile_part = (double*)calloc((size_t)tl.n_tiles + 1, sizeof(double));
+    Owned tp_own;
+    if (ps_seg && tl.within) {
+      tile_part = (double*)must_alloc(tl.n_tiles + 1, sizeof(double), true, kAllocRows);
+      tp_own.p = tile_part;
+    }
+    // More threads than slabs would only wait (and allocate their scratch).
     int nth = a.nthreads < 1 ? 1 : a.nthreads;
-    if (n_slabs <= 1) nth = 1;
+    if (nth > n_slabs) nth = n_slabs < 1 ? 1 : (int)n_slabs;
     SlabStore store;
     store.init(n_slabs, C, a.bins, STATS, kSub, joint() ? (int64_t)kSub * a.bins * a.bins : 0, nth);
     // Confusion: per-thread copies when small (kSub copies each when very small, for the same
@@ -1065,61 +1477,46 @@ struct CE {
     int64_t* conf_all = nullptr;
     bool conf_atomic = false;
     const int csub = C <= 64 ? kSub : 1;
-    const int64_t cper = line_up(csub * C * C + 1);  // + a scratch slot
+    const int64_t cper = C <= 65536 ? line_up(csub * C * C + 1) : INT64_MAX;  // + a scratch slot
+    Owned conf_own;
     if (STATS) {
-      const int64_t words = (int64_t)nth * cper;
-      if (words * 8 <= (64ll << 20) && cper < (1ll << 31) && words * nth <= imax(16 * a.E, 1 << 16))
-        conf_all = (int64_t*)zalloc_lines((size_t)words * 8);
-      else conf_atomic = true;
+      const int64_t words = C <= 65536 ? (int64_t)nth * cper : INT64_MAX;
+      if (words <= (8ll << 20) && cper < (1ll << 31) && words * nth <= imax(16 * a.E, 1 << 16)) {
+        conf_all = (int64_t*)must_alloc(words, 8, true, kAllocStats);
+        conf_own.p = conf_all;
+      } else {
+        conf_atomic = true;
+      }
     }
-    const size_t buf = (size_t)(C * B);
+    ThreadFail fail;
 #pragma omp parallel num_threads(nth) if (nth > 1)
     {
       Thread th;
-      th.xbuf = (F*)aligned_alloc(64, ((3 * buf * sizeof(F) + 63) / 64) * 64);
-      th.ebuf = th.xbuf + buf; th.tbuf = th.ebuf + buf;
-      if (GRAD && a.rows) {
-        th.gb[0] = (F*)aligned_alloc(64, ((2 * buf * sizeof(F) + 63) / 64) * 64); th.gb[1] = th.gb[0] + buf;
-#if LD_VW == 64 && defined(__AVX512F__)
-        th.gidx = (int32_t*)aligned_alloc(64, ((buf * sizeof(int32_t) + 63) / 64) * 64);
-        for (int64_t q = 0; q < (int64_t)buf; ++q) th.gidx[q] = (int32_t)((q % C) * B + q / C);
-#endif
-      }
-      th.conf_atomic = conf_atomic;
-      th.csub = csub;
-      th.conf = STATS ? (conf_atomic ? a.confusion : conf_all + (int64_t)thread_id() * cper) : nullptr;
-      th.loc = (int64_t*)zalloc_lines((size_t)(3 * C + 2) * sizeof(int64_t));
-      th.ccount = STATS && conf_atomic ? (int64_t*)zalloc_lines((size_t)C * sizeof(int64_t)) : nullptr;
-      th.pn = 0;
-      // csh + kRunBits <= 62: the packed counters cannot overflow (always true here: C <= 2896
-      // when the confusion is per thread).
-      th.defer = STATS && !conf_atomic && !a.per_sample && csh + kRunBits <= 62;
-      th.pi = nullptr; th.p_loss = nullptr; th.p_pk = nullptr; th.p_inv = nullptr; th.pack = nullptr;
-      if (STATS) {
-        th.pi = (int32_t*)aligned_alloc(64, (6 * kCap * sizeof(int32_t) + 63) / 64 * 64);
-        th.p_loss = (double*)aligned_alloc(64, 2 * kCap * sizeof(double));
-        if (PACK) th.p_pk = (int64_t*)(th.p_loss + kCap); else th.p_inv = th.p_loss + kCap;
-        th.pack = (int64_t*)zalloc_lines((size_t)(2 * kSub * a.bins + 1) * sizeof(int64_t));
-      }
+      Owned own[8];
+      thread_init(th, fail, conf_atomic, csub, cper, conf_all, own);
+      // Nothing is written unless every thread has its scratch.
+#pragma omp barrier
+      if (!fail.any()) {
 #pragma omp for schedule(dynamic, 1)
-      for (int64_t k = 0; k < n_slabs; ++k) {
-        const int64_t t0 = k * tl.n_tiles / n_slabs, t1 = (k + 1) * tl.n_tiles / n_slabs;
-        if (STATS) store.bind(store.acc[k], thread_id());
-        for (int64_t t = t0; t < t1; ++t) {
-          int64_t e0, e1; tl.tile(t, e0, e1);
-          // Split at sample boundaries (S > 1); for NCHW a sample is one `o`.
-          const int64_t U = a.S > 1 ? a.S : e1 - e0;
-          for (int64_t s0 = e0; s0 < e1;) {
-            const int64_t s1 = imin(e1, (s0 / U + 1) * U);
-            segment(th, store.acc[k], s0, s1, t);
-            s0 = s1;
+        for (int64_t k = 0; k < n_slabs; ++k) {
+          const int64_t t0 = k * tl.n_tiles / n_slabs, t1 = (k + 1) * tl.n_tiles / n_slabs;
+          if (STATS) store.bind(store.acc[k], thread_id());
+          for (int64_t t = t0; t < t1; ++t) {
+            int64_t e0, e1; tl.tile(t, e0, e1);
+            // Split at sample boundaries (S > 1); for NCHW a sample is one `o`.
+            const int64_t U = a.S > 1 ? a.S : e1 - e0;
+            for (int64_t s0 = e0; s0 < e1;) {
+              const int64_t s1 = imin(e1, (s0 / U + 1) * U);
+              segment(th, store.acc[k], s0, s1, t);
+              s0 = s1;
+            }
           }
         }
+        if (th.ccount)
+          for (int64_t c = 0; c < C; ++c) atomic_add(a.class_count + c, th.ccount[c]);
       }
-      if (th.ccount)
-        for (int64_t c = 0; c < C; ++c) atomic_add(a.class_count + c, th.ccount[c]);
-      free(th.gb[0]); free(th.gidx); free(th.xbuf); free(th.loc); free(th.ccount); free(th.pi); free(th.p_loss); free(th.pack);
     }
+    fail.raise();
     // Ordered combine.
     for (int64_t k = 0; k < n_slabs; ++k) {
       const CEResult& r = store.acc[k].r;
@@ -1176,18 +1573,17 @@ struct CE {
           for (int64_t p = 0; p < C; ++p) { a.confusion[y * C + p] += row[p]; n += row[p]; }
           a.class_count[y] += n;
         }
-      free(conf_all);
     }
-    if (tile_part) {
+    if (tile_part)
       for (int64_t t = 0; t < tl.n_tiles; ++t) a.s_loss[t / tl.tps] += tile_part[t];
-      free(tile_part);
-    }
   }
 };
 
 // ---------------------------------------------------------------------------------------------
 // from_logits=False: probabilities, Keras semantics (normalise by the class sum, clip to
 // [1e-7, 1 - 1e-7]; the clip has zero derivative outside the range). Loss and gradient only.
+// One element at a time (no scratch that grows with C): the class sum, then the clipped logs, then
+// the gradient; sums over the classes in float64, the clip and the logs in the compute type.
 template <class S, bool SOFT, bool GRAD>
 struct CEProb {
   using F = typename ComputeT<S>::type;
@@ -1200,23 +1596,17 @@ struct CEProb {
     Tiling tl; tl.init(a.E, a.S, T);
     const int64_t n_slabs = imin(tl.n_tiles, kMaxSlabs);
     CEResult part[kMaxSlabs];
-    int nth = n_slabs <= 1 ? 1 : (a.nthreads < 1 ? 1 : a.nthreads);
-    const size_t buf = (size_t)(C * B);
-#pragma omp parallel num_threads(nth) if (nth > 1)
-    {
-      F* xb = (F*)aligned_alloc(64, ((2 * buf * sizeof(F) + 63) / 64) * 64);
-      F* tb = xb + buf;
-#pragma omp for schedule(dynamic, 1)
-      for (int64_t k = 0; k < n_slabs; ++k) {
-        const int64_t t0 = k * tl.n_tiles / n_slabs, t1 = (k + 1) * tl.n_tiles / n_slabs;
-        for (int64_t t = t0; t < t1; ++t) {
-          int64_t e0, e1; tl.tile(t, e0, e1);
-          double nll[B] = {}, sm[B] = {}, ws[B] = {};
-          for (int64_t b0 = e0; b0 < e1; b0 += B) block(part[k], xb, tb, b0, (int)imin(B, e1 - b0), nll, sm, ws);
-          for (int j = 0; j < B; ++j) { part[k].nll_sum += nll[j]; part[k].smooth_sum += sm[j]; part[k].wsum += ws[j]; }
-        }
+    int nth = a.nthreads < 1 ? 1 : a.nthreads;
+    if (nth > n_slabs) nth = n_slabs < 1 ? 1 : (int)n_slabs;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (nth > 1)
+    for (int64_t k = 0; k < n_slabs; ++k) {
+      const int64_t t0 = k * tl.n_tiles / n_slabs, t1 = (k + 1) * tl.n_tiles / n_slabs;
+      for (int64_t t = t0; t < t1; ++t) {
+        int64_t e0, e1; tl.tile(t, e0, e1);
+        double nll = 0, sm = 0, ws = 0;
+        for (int64_t e = e0; e < e1; ++e) element(part[k], e, nll, sm, ws);
+        part[k].nll_sum += nll; part[k].smooth_sum += sm; part[k].wsum += ws;
       }
-      free(xb);
     }
     for (int64_t k = 0; k < n_slabs; ++k) {
       out.nll_sum += part[k].nll_sum; out.smooth_sum += part[k].smooth_sum; out.wsum += part[k].wsum;
@@ -1225,88 +1615,80 @@ struct CEProb {
     }
   }
 
-  LD_INLINE int64_t offset(int64_t e, int64_t c) const {
-    return a.rows ? e * C + c : (e / a.inner) * C * a.inner + c * a.inner + e % a.inner;
+  LD_INLINE double tval(int64_t off) const {
+    double v = 0;
+    load_cvt<double>(a.t, a.tdt, true, off, 1, &v, 1);
+    return v;
   }
 
-  void block(CEResult& r, F* xb, F* tb, int64_t b0, int nb, double* nll, double* smacc, double* wacc) {
+  void element(CEResult& r, int64_t e, double& nll, double& smacc, double& wacc) {
     const S* X = (const S*)a.x;
     const double* w = a.w;
-    int64_t y[B]; bool valid[B];
-    for (int j = 0; j < B; ++j) {
-      bool in = j < nb;
-      for (int64_t c = 0; c < C; ++c) xb[c * B + j] = in ? (F)X[offset(b0 + j, c)] : F(1);
-      if (SOFT) {
-        for (int64_t c = 0; c < C; ++c) {
-          F tv = F(0);
-          if (in) load_cvt<F>(a.t, a.tdt, true, offset(b0 + j, c), 1, &tv, 1);
-          tb[c * B + j] = tv;
-        }
-        valid[j] = in; y[j] = 0;
-      } else {
-        int64_t yy = 0;
-        if (in) load_labels(a.t, a.tdt, b0 + j, 1, &yy);
-        const bool isig = yy == a.ignore && !(a.tdt == U64 && yy < 0);
-        bool v = in && !isig;
-        if (in && isig) r.ignored++;
-        if (v && (yy < 0 || yy >= C)) { merge_bad(r, yy, b0 + j); v = false; }
-        valid[j] = v; y[j] = v ? yy : 0;
+    const int64_t cs = a.rows ? 1 : a.inner;
+    const int64_t off = a.rows ? e * C : (e / a.inner) * C * a.inner + e % a.inner;
+    const S* x = X + off;
+    int64_t y = 0;
+    if (!SOFT) {
+      load_labels(a.t, a.tdt, e, 1, &y);
+      if (y == a.ignore && !(a.tdt == U64 && y < 0)) {
+        r.ignored++;
+        if (a.loss_out) store_loss(e, 0.0);
+        if (GRAD) { S* G = (S*)a.g + off; for (int64_t c = 0; c < C; ++c) G[c * cs] = (S)0; }
+        return;
+      }
+      if (y < 0 || y >= C) {
+        merge_bad(r, y, e);
+        if (a.loss_out) store_loss(e, 0.0);
+        return;  // (an error is raised: the gradient is not used)
       }
     }
+    double ssum = 0;
+    for (int64_t c = 0; c < C; ++c) ssum += (double)x[c * cs];
     const F lo = F(1e-7), hi = F(1) - F(1e-7);
-    F ssum[B], lsoft[B], lnll[B], A[B];
-    for (int j = 0; j < B; ++j) { ssum[j] = 0; lsoft[j] = 0; lnll[j] = 0; A[j] = 0; }
-    for (int64_t c = 0; c < C; ++c) for (int j = 0; j < B; ++j) ssum[j] += xb[c * B + j];
+    double lnll = 0, lsoft = 0, A = 0;
+    const double wy = !SOFT && WEIGHT ? w[y] : 1.0;
     for (int64_t c = 0; c < C; ++c) {
-      const F wc = WEIGHT ? (F)w[c] : F(1);
-      for (int j = 0; j < B; ++j) {
-        F q = xb[c * B + j] / ssum[j];
-        F qc = q < lo ? lo : (q > hi ? hi : q);
-        F nl = -ld_log(qc);
-        bool inr = q >= lo && q <= hi;
-        F wt;
-        if (SOFT) { wt = wc * (tb[c * B + j] * (F)one_m_eps + (F)eps_c); lsoft[j] += wt * nl; }
-        else {
-          bool hot = c == y[j];
-          lnll[j] += hot ? nl : F(0);
-          lsoft[j] += wc * nl;
-          wt = (F)eps_c * wc + (hot ? (F)one_m_eps * (WEIGHT ? (F)w[y[j]] : F(1)) : F(0));
-        }
-        A[j] += inr ? wt : F(0);
-      }
-    }
-    double li[B];
-    for (int j = 0; j < B; ++j) {
-      if (!valid[j]) { li[j] = 0; continue; }
-      r.count++;
-      if (SOFT) { li[j] = (double)lsoft[j]; nll[j] += li[j]; wacc[j] += 1.0; }
+      const double wc = WEIGHT ? w[c] : 1.0;
+      const F q = (F)((double)x[c * cs] / ssum);
+      const F qc = q < lo ? lo : (q > hi ? hi : q);
+      const double nl = -(double)ld_log(qc);
+      const bool inr = q >= lo && q <= hi;
+      double wt;
+      if (SOFT) { wt = wc * (tval(off + c * cs) * one_m_eps + eps_c); lsoft += wt * nl; }
       else {
-        double wy = WEIGHT ? w[y[j]] : 1.0;
-        nll[j] += wy * (double)lnll[j]; wacc[j] += wy; smacc[j] += (double)lsoft[j];
-        li[j] = one_m_eps * wy * (double)lnll[j] + eps_c * (double)lsoft[j];
-        if (a.eps == 0.0) li[j] = wy * (double)lnll[j];
+        const bool hot = c == y;
+        lnll += hot ? nl : 0.0;
+        lsoft += wc * nl;
+        wt = eps_c * wc + (hot ? one_m_eps * wy : 0.0);
       }
+      A += inr ? wt : 0.0;
     }
-    if (a.loss_out) {
-      if (a.xdt == F64) { double* o = (double*)a.loss_out + b0; for (int j = 0; j < nb; ++j) o[j] = li[j]; }
-      else { float* o = (float*)a.loss_out + b0; for (int j = 0; j < nb; ++j) o[j] = (float)li[j]; }
+    r.count++;
+    double li;
+    if (SOFT) { li = lsoft; nll += li; wacc += 1.0; }
+    else {
+      nll += wy * lnll; wacc += wy; smacc += lsoft;
+      li = a.eps == 0.0 ? wy * lnll : one_m_eps * wy * lnll + eps_c * lsoft;
     }
+    if (a.loss_out) store_loss(e, li);
     if (GRAD) {
-      S* G = (S*)a.g;
-      for (int j = 0; j < nb; ++j) {
-        const F sc = valid[j] ? (F)a.gscale / ssum[j] : F(0);
-        for (int64_t c = 0; c < C; ++c) {
-          const F wc = WEIGHT ? (F)w[c] : F(1);
-          F q = xb[c * B + j] / ssum[j];
-          bool inr = q >= lo && q <= hi;
-          F wt;
-          if (SOFT) wt = wc * (tb[c * B + j] * (F)one_m_eps + (F)eps_c);
-          else wt = (F)eps_c * wc + (c == y[j] ? (F)one_m_eps * (WEIGHT ? (F)w[y[j]] : F(1)) : F(0));
-          F g = sc * (A[j] - (inr ? wt / q : F(0)));
-          G[offset(b0 + j, c)] = (S)g;
-        }
+      S* G = (S*)a.g + off;
+      const F sc = (F)(a.gscale / ssum), Af = (F)A;
+      for (int64_t c = 0; c < C; ++c) {
+        const double wc = WEIGHT ? w[c] : 1.0;
+        const F q = (F)((double)x[c * cs] / ssum);
+        const bool inr = q >= lo && q <= hi;
+        double wt;
+        if (SOFT) wt = wc * (tval(off + c * cs) * one_m_eps + eps_c);
+        else wt = eps_c * wc + (c == y ? one_m_eps * wy : 0.0);
+        G[c * cs] = (S)(sc * (Af - (inr ? (F)wt / q : F(0))));
       }
     }
+  }
+
+  LD_INLINE void store_loss(int64_t e, double li) const {
+    if (a.xdt == F64) ((double*)a.loss_out)[e] = li;
+    else ((float*)a.loss_out)[e] = (float)li;
   }
 };
 
@@ -1364,11 +1746,14 @@ struct BCE {
     Tiling tl; tl.init(a.E, 1, choose_tile(1, B) / 4);
     const int64_t n_slabs = imin(tl.n_tiles, kMaxSlabs);
     BCEResult part[kMaxSlabs];
-    SlabStore store; store.init(n_slabs, 2, a.bins, STATS);
-    int nth = n_slabs <= 1 ? 1 : (a.nthreads < 1 ? 1 : a.nthreads);
+    int nth = a.nthreads < 1 ? 1 : a.nthreads;
+    if (nth > n_slabs) nth = n_slabs < 1 ? 1 : (int)n_slabs;
+    // Histograms: one integer copy per thread (exact sums), the float sums per slab (in order).
+    SlabStore store; store.init(n_slabs, 2, a.bins, STATS, 1, 0, nth);
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (nth > 1)
     for (int64_t k = 0; k < n_slabs; ++k) {
       const int64_t t0 = k * tl.n_tiles / n_slabs, t1 = (k + 1) * tl.n_tiles / n_slabs;
+      if (STATS) store.bind(store.acc[k], thread_id());
       for (int64_t t = t0; t < t1; ++t) {
         int64_t e0, e1; tl.tile(t, e0, e1);
         double acc[B] = {};
@@ -1384,12 +1769,18 @@ struct BCE {
       if (p.bad && (!out.bad || p.bad_index < out.bad_index)) { out.bad = true; out.bad_value = p.bad_value; out.bad_index = p.bad_index; }
       if (STATS) {
         const SlabAcc& s = store.acc[k];
-        for (int c = 0; c < 2; ++c) { a.class_loss[c] += s.class_loss[c]; a.class_count[c] += s.class_count[c]; }
+        for (int c = 0; c < 2; ++c) a.class_loss[c] += s.class_loss[c];
         for (int c = 0; c < 4; ++c) a.confusion[c] += s.conf4[c];
-        for (int b = 0; b < a.bins; ++b) {
-          a.true_hist[b] += s.true_hist[b]; a.conf_hist[b] += s.conf_hist[b]; a.conf_correct[b] += s.conf_correct[b];
-          a.conf_sum[b] += s.conf_sum[b]; a.margin_hist[b] += s.margin_hist[b]; a.prob_hist[b] += s.prob_hist[b];
-        }
+        for (int b = 0; b < a.bins; ++b) a.conf_sum[b] += s.conf_sum[b];
+      }
+    }
+    for (int64_t q = 0; STATS && q < store.n_int; ++q) {
+      SlabAcc s;
+      store.bind(s, q);
+      for (int c = 0; c < 2; ++c) a.class_count[c] += s.class_count[c];
+      for (int b = 0; b < a.bins; ++b) {
+        a.true_hist[b] += s.true_hist[b]; a.conf_hist[b] += s.conf_hist[b]; a.conf_correct[b] += s.conf_correct[b];
+        a.margin_hist[b] += s.margin_hist[b]; a.prob_hist[b] += s.prob_hist[b];
       }
     }
   }
@@ -1417,7 +1808,8 @@ struct BCE {
         // predictions do not cancel: x < 0 gives -x pw y, x >= 0 gives (1-y) x.
         F l1 = ld_log1p(ex);
         F lw = PW ? F(1) + (pw[j] - F(1)) * y[j] : F(1);
-        F lin = x[j] < F(0) ? -x[j] * (PW ? pw[j] : F(1)) * y[j] : (F(1) - y[j]) * x[j];
+        // pw y first: -x (pw y) is 0 for y = 0 even when -x pw overflows (torch: 0 there too).
+        F lin = x[j] < F(0) ? -x[j] * ((PW ? pw[j] : F(1)) * y[j]) : (F(1) - y[j]) * x[j];
         li[j] = lin + lw * l1;
         F inv = F(1) / (F(1) + ex);
         sg[j] = x[j] >= F(0) ? inv : ex * inv;  // sigmoid(x)
@@ -1461,7 +1853,7 @@ struct BCE {
       bool fin = x[j] - x[j] == F(0);
       r.nonfinite += !fin;
       bool yt = y[j] >= F(0.5), pr = (double)x[j] > a.threshold;
-      r.correct += fin && yt == pr;
+      r.correct += x[j] == x[j] && yt == pr;  // the documented rule for +-inf; NaN is wrong
       if (STATS && fin) {
         const double p = (double)sg[j], pt = yt ? p : 1.0 - p, conf = p > 0.5 ? p : 1.0 - p;
         sa.class_loss[yt] += (double)li[j]; sa.class_count[yt]++;
@@ -1500,7 +1892,8 @@ void labels_t(const LabelArgs& a, LabelResult& out) {
   Tiling tl; tl.init(a.E, 1, 1 << 16);
   const int64_t n_slabs = imin(tl.n_tiles, kMaxSlabs);
   LabelResult part[kMaxSlabs];
-  int nth = n_slabs <= 1 ? 1 : a.nthreads;
+  int nth = a.nthreads < 1 ? 1 : a.nthreads;
+  if (nth > n_slabs) nth = n_slabs < 1 ? 1 : (int)n_slabs;
 #pragma omp parallel for schedule(dynamic, 1) num_threads(nth) if (nth > 1)
   for (int64_t k = 0; k < n_slabs; ++k) {
     const L* T = (const L*)a.t;
@@ -1547,11 +1940,13 @@ void surface_entry(const SurfaceArgs& a) {
   using VD = vd;
   constexpr int VN = VecT<double>::N, K = 2, STEP = VN * K;
   const int64_t n = a.n, G = a.n1 * a.n2;
-  double* cols = (double*)malloc(sizeof(double) * (size_t)(2 * n + 1));
+  double* cols = (double*)must_alloc(2 * n + 1, sizeof(double), false, kAllocRows);
+  Owned own(cols);
   double* x0 = cols; double* x1 = cols + n;
   for (int64_t k = 0; k < n; ++k) { x0[k] = a.X[2 * k]; x1[k] = a.X[2 * k + 1]; }
   const int64_t nv = n / STEP * STEP;
-  int nth = G > 1 ? a.nthreads : 1;
+  int nth = a.nthreads < 1 ? 1 : a.nthreads;
+  if (nth > G) nth = G < 1 ? 1 : (int)imin(G, kMaxThreads);
 #pragma omp parallel for schedule(dynamic, 4) num_threads(nth) if (nth > 1)
   for (int64_t g = 0; g < G; ++g) {
     const double w1 = a.w1[g % a.n1], w2 = a.w2[g / a.n1], b = a.bias;
@@ -1563,7 +1958,10 @@ void surface_entry(const SurfaceArgs& a) {
         const VD z = vfma(vd{} + w1, vload<VD>(x0 + k0 + q * VN), vfma(vd{} + w2, vload<VD>(x1 + k0 + q * VN), vd{} + b));
         const VD y = vload<VD>(a.y + k0 + q * VN);
         const VD az = z < 0.0 ? -z : z;
-        const VD l = (1.0 - y) * z + vlog1p(vexp_neg(-az)) + (z < 0.0 ? -z : VD{});
+        // (1 - y) z + softplus(-z) as a sum of non-negative terms (as the BCE kernel): z < 0 gives
+        // -z y, z >= 0 gives (1 - y) z; (1 - y) z + max(-z, 0) cancelled to exactly 0 for
+        // confident predictions, whose loss is then only the log1p term.
+        const VD l = (z < 0.0 ? -z * y : (1.0 - y) * z) + vlog1p(vexp_neg(-az));
         ls[q] += l;
         ac[q] += ((z > 0.0) == (y >= 0.5)) ? VD{} + 1.0 : VD{};
       }
@@ -1574,13 +1972,12 @@ void surface_entry(const SurfaceArgs& a) {
     for (int64_t k = nv; k < n; ++k) {
       const double z = w1 * x0[k] + w2 * x1[k] + b, y = a.y[k];
       const double az = z < 0 ? -z : z;
-      L += (1.0 - y) * z + ld_log1p(ld_exp(-az)) + (z < 0 ? -z : 0.0);
+      L += (z < 0 ? -z * y : (1.0 - y) * z) + ld_log1p(ld_exp(-az));
       A += (z > 0) == (y >= 0.5) ? 1.0 : 0.0;
     }
     a.loss[g] = n ? L / (double)n : __builtin_nan("");
     if (a.acc) a.acc[g] = n ? A / (double)n : __builtin_nan("");
   }
-  free(cols);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1589,6 +1986,8 @@ double mem_read_entry(const void* p, int64_t nbytes, int nthreads) {
   const uint64_t* q = (const uint64_t*)p;
   const int64_t n = nbytes / 8;
   uint64_t total = 0;
+  const int64_t chunks = (n + 4095) / 4096;
+  if (nthreads > chunks) nthreads = chunks < 1 ? 1 : (int)chunks;
 #pragma omp parallel for reduction(+ : total) schedule(static) num_threads(nthreads)
   for (int64_t c = 0; c < (n + 4095) / 4096; ++c) {
     uint64_t acc[8] = {};
@@ -1604,6 +2003,7 @@ double mem_read_entry(const void* p, int64_t nbytes, int nthreads) {
 
 void mem_copy_entry(void* dst, const void* src, int64_t nbytes, int nthreads) {
   const int64_t chunk = 1 << 20, n = (nbytes + chunk - 1) / chunk;
+  if (nthreads > n) nthreads = n < 1 ? 1 : (int)n;
 #pragma omp parallel for schedule(static) num_threads(nthreads)
   for (int64_t c = 0; c < n; ++c) {
     const int64_t o = c * chunk;

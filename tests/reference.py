@@ -330,7 +330,8 @@ def ref_binary_accuracy(logits, target, *, threshold=0.0):
     y = np.asarray(target, dtype=np.float64)
     if x.size == 0:
         return float("nan")
-    return float(np.mean((x > threshold) == (y >= 0.5)))
+    # +-inf follow the rule; a NaN logit is wrong (as in ref_accuracy and ref_evaluate_binary)
+    return float(np.mean(((x > threshold) == (y >= 0.5)) & ~np.isnan(x)))
 
 
 # ----------------------------------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -154,55 +153,86 @@ def test_numpy_reference_matches_float64() -> None:
     np.testing.assert_allclose(ev.conf_sum, np.histogram(conf, edges, weights=conf)[0], rtol=1e-5)
 
 
-class _Calls:
-    """A callable that counts its calls and sleeps ``dt`` seconds in each (never less)."""
+class _Clock:
+    """A fake ``time`` module for the bench harness: ``perf_counter`` only moves when a fake call
+    says so, so the timing loops below are deterministic however loaded the machine is."""
 
-    def __init__(self, dt: float = 0.0) -> None:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
+    c = _Clock()
+    monkeypatch.setattr(bench, "time", c)
+    return c
+
+
+class _Calls:
+    """A callable that counts its calls; each one takes ``dt`` seconds of the fake clock."""
+
+    def __init__(self, clock: _Clock | None = None, dt: float = 0.0) -> None:
         self.n = 0
         self.dt = dt
-        self.took: list[float] = []  # seconds each call really took (more on a busy machine)
+        self.clock = clock
 
     def __call__(self) -> int:
-        t0 = time.perf_counter()
         self.n += 1
-        if self.dt:
-            time.sleep(self.dt)
-        self.took.append(time.perf_counter() - t0)
+        if self.clock is not None:
+            self.clock.now += self.dt
         return self.n
 
 
-def test_measure_counts_without_minimum_times() -> None:
+def test_measure_counts_without_minimum_times(clock: _Clock) -> None:
     """Without minimum times: exactly `warmup` untimed and `repeats` timed calls."""
-    f = _Calls()
+    f = _Calls(clock, MS2)
     times, first = bench.measure(f, repeats=5, warmup=2)
     assert len(times) == 5 and f.n == 7 and first == 1
+    assert times == pytest.approx([MS2 * 1e3] * 5)  # ms of the fake clock
 
 
-def test_measure_minimum_times() -> None:
+# Call durations are binary fractions of a second, so the fake clock's sums are exact.
+MS2 = 2.0**-9  # ~1.95 ms
+
+
+def test_measure_minimum_times(clock: _Clock) -> None:
     """Warm-up and timed calls continue until their minimum times are reached."""
-    f = _Calls(0.002)
+    f = _Calls(clock, MS2)
     times, _ = bench.measure(f, repeats=2, warmup=1, min_warmup_s=0.02, min_time_s=0.03)
-    assert len(times) >= 2 and sum(times) >= 30.0
-    assert f.n - len(times) >= 2  # one 2 ms call cannot make a 20 ms warm-up
-    assert len(times) <= 16  # each call sleeps >= 2 ms: the loop stops once 30 ms are timed
+    # 20 ms of 1.95 ms calls: 11 warm-up calls; then timed calls until 30 ms: 16.
+    assert f.n - len(times) == 11
+    assert len(times) == 16 and sum(times) >= 30.0
 
 
-def test_measure_call_cap() -> None:
+def test_measure_call_cap(clock: _Clock) -> None:
     """A fast function with a long minimum time stops at MAX_CALLS_PER_REPEAT * repeats."""
-    f = _Calls()
+    f = _Calls(clock, 1e-6)
     times, _ = bench.measure(f, repeats=3, warmup=0, min_time_s=60.0)
     assert len(times) == bench.MAX_CALLS_PER_REPEAT * 3
 
 
-def test_measure_paired_rounds_and_warmup() -> None:
+def test_measure_paired_rounds_and_warmup(clock: _Clock) -> None:
     """Paired timing: `rounds` timed calls of each function after a timed warm-up."""
-    a, b = _Calls(0.002), _Calls(0.002)
+    a, b = _Calls(clock, MS2), _Calls(clock, 2 * MS2)
     t = bench.measure_paired({"a": a, "b": b}, rounds=4, warmup=1, min_warmup_s=0.02)
     assert [len(v) for v in t.values()] == [4, 4]
-    assert a.n == b.n >= 4 + 1
-    # the warm-up rounds (all but the last 4) lasted >= 20 ms, however long a sleep took here
-    # (1 ms of slack: measure_paired's own clock also counts the call overhead)
-    warm = sum(a.took[:-4]) + sum(b.took[:-4])
-    assert warm >= 0.019
-    # and stopped once they had: without its last round the warm-up was still short of 20 ms
-    assert warm - a.took[-5] - b.took[-5] < 0.02 or a.n == 4 + 1
+    # Warm-up rounds take 5.86 ms each: 4 of them reach 20 ms; then 4 timed rounds.
+    assert a.n == b.n == 4 + 4
+    assert t["a"] == pytest.approx([MS2 * 1e3] * 4) and t["b"] == pytest.approx([2e3 * MS2] * 4)
+
+
+def test_measure_paired_alternates_order(clock: _Clock) -> None:
+    """The order of the calls is reversed every other round."""
+    order: list[str] = []
+
+    def f(name: str) -> Any:
+        def g() -> None:
+            order.append(name)
+            clock.now += MS2
+        return g
+
+    bench.measure_paired({"a": f("a"), "b": f("b")}, rounds=2, warmup=1)
+    assert order == ["a", "b", "b", "a", "a", "b"]

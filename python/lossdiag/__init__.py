@@ -28,12 +28,14 @@ from ._version import __version__
 def set_num_threads(n: int) -> None:
     """Number of OpenMP threads the CPU kernels use (default: OMP_NUM_THREADS or all cores).
 
-    Results are bitwise identical for any thread count.
+    Results are bitwise identical for any thread count. At most 1024 (a kernel never runs more
+    threads than it has work items, at most 64).
     """
     if not isinstance(n, int) or isinstance(n, bool):
         raise TypeError(f"n: expected an int, got {n!r}")
-    if n < 1:
-        raise ValueError(f"n: must be >= 1, got {n}")
+    top = getattr(_core, "max_threads", 1024)
+    if not 1 <= n <= top:
+        raise ValueError(f"n: must be in [1, {top}], got {n}")
     _core.set_num_threads(n)
 
 

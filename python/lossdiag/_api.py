@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import _cpu, _interop
+from . import _validate as V
 from ._stats import BatchStats
 
 _DLPACK_CUDA = (2, 3, 13)  # kDLCUDA, kDLCUDAHost, kDLCUDAManaged
@@ -89,6 +90,7 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = 1, weight: Any = None
         0.175456
     """
     _interop.refuse_graph(logits, "cross_entropy", "cross_entropy")
+    from_logits = V.check_flag(from_logits, "from_logits")
     return _backend(logits=logits, target=target, weight=weight).cross_entropy(
         logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
         label_smoothing=label_smoothing, reduction=reduction, from_logits=from_logits)
@@ -113,6 +115,7 @@ def cross_entropy_grad(logits: Any, target: Any, *, axis: int = 1, weight: Any =
         >>> g.tolist()
         [[-0.25, 0.25], [0.25, -0.25]]
     """
+    from_logits = V.check_flag(from_logits, "from_logits")
     return _backend(logits=logits, target=target, weight=weight, out=out).cross_entropy_grad(
         logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
         label_smoothing=label_smoothing, reduction=reduction, from_logits=from_logits, out=out)
@@ -132,6 +135,7 @@ def binary_cross_entropy(logits: Any, target: Any, *, pos_weight: Any = None,
         1.410038
     """
     _interop.refuse_graph(logits, "binary_cross_entropy", "binary_cross_entropy_with_logits")
+    from_logits = V.check_flag(from_logits, "from_logits")
     return _backend(logits=logits, target=target, pos_weight=pos_weight).binary_cross_entropy(
         logits, target, pos_weight=pos_weight, reduction=reduction, from_logits=from_logits)
 
@@ -140,6 +144,7 @@ def binary_cross_entropy_grad(logits: Any, target: Any, *, pos_weight: Any = Non
                               reduction: str = "mean", from_logits: bool = True,
                               out: Any = None) -> tuple[Any, Any]:
     """Binary cross-entropy and its gradient with respect to the logits, in one pass."""
+    from_logits = V.check_flag(from_logits, "from_logits")
     return _backend(logits=logits, target=target, pos_weight=pos_weight,
                     out=out).binary_cross_entropy_grad(
         logits, target, pos_weight=pos_weight, reduction=reduction, from_logits=from_logits,
@@ -164,7 +169,16 @@ def accuracy(logits: Any, target: Any, *, axis: int = 1, top_k: int = 1,
 
 
 def binary_accuracy(logits: Any, target: Any, *, threshold: float = 0.0) -> float:
-    """mean((logits > threshold) == (target >= 0.5)); the threshold is on the logits."""
+    """mean((logits > threshold) == (target >= 0.5)); the threshold is on the logits.
+
+    +-inf logits follow the rule; a NaN logit counts as wrong (as in `accuracy`).
+
+    Example:
+        >>> import numpy as np, lossdiag
+        >>> lossdiag.binary_accuracy(np.array([2.0, -1.0, np.inf]), np.array([1, 1, 1]))
+        0.6666666666666666
+    """
+    threshold = V.real_scalar(threshold, "threshold")
     return _backend(logits=logits, target=target).binary_accuracy(
         logits, target, threshold=threshold)
 
@@ -178,6 +192,8 @@ def evaluate(logits: Any, target: Any, *, axis: int = 1, weight: Any = None,
     Returns a `BatchStats` whose ``.loss`` equals ``cross_entropy(..., reduction="mean")`` bit
     for bit. With ``grad=True`` it also writes the gradient exactly as `cross_entropy_grad`.
     ``per_sample=True`` adds per-image loss, counts and per-class intersection/union counts.
+    Top-1 is always computed: ``correct`` holds k = 1 besides the ``top_k`` asked for, and
+    ``accuracy`` is top-1 (``top_k`` may therefore hold at most 7 values other than 1).
 
     Example:
         >>> import numpy as np, lossdiag
@@ -185,16 +201,20 @@ def evaluate(logits: Any, target: Any, *, axis: int = 1, weight: Any = None,
         >>> s.confusion.tolist(), s.accuracy
         ([[1, 1], [0, 0]], 0.5)
     """
+    per_sample = V.check_flag(per_sample, "per_sample")
+    grad = V.check_flag(grad, "grad")
     return _backend(logits=logits, target=target, weight=weight, out=out).evaluate(
         logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
-        label_smoothing=label_smoothing, top_k=top_k, bins=bins, per_sample=per_sample,
-        grad=grad, out=out)
+        label_smoothing=label_smoothing, top_k=V.top_k_with_1(top_k), bins=bins,
+        per_sample=per_sample, grad=grad, out=out)
 
 
 def evaluate_binary(logits: Any, target: Any, *, pos_weight: Any = None, threshold: float = 0.0,
                     bins: int = 20, grad: bool = False, out: Any = None) -> BatchStats:
     """`evaluate` for single-logit outputs: BCE, threshold accuracy, 2x2 confusion, histograms
     of the positive-class probability, the true-class probability and the confidence."""
+    threshold = V.real_scalar(threshold, "threshold")
+    grad = V.check_flag(grad, "grad")
     return _backend(logits=logits, target=target, pos_weight=pos_weight,
                     out=out).evaluate_binary(
         logits, target, pos_weight=pos_weight, threshold=threshold, bins=bins, grad=grad,

@@ -50,6 +50,23 @@ def _prep_ce(logits, target, axis, weight, ignore_index, label_smoothing, reduct
     return V.contiguous(x), V.contiguous(t), lay, soft, tcode, w, ign, eps
 
 
+def _grad_out(out, x, **inputs):
+    """The gradient's array: a new one, or ``out`` once checked (shape, dtype, no overlap with an
+    input other than the logits themselves)."""
+    if out is None:
+        return np.empty_like(x)
+    return V.check_out(_interop.out_array(out), x,
+                       inputs={k: v for k, v in inputs.items() if v is not None})
+
+
+def _alloc(what: str, fn, *args):
+    """Allocate result arrays; a MemoryError names the argument that made them large."""
+    try:
+        return fn(*args)
+    except MemoryError:
+        raise MemoryError(f"{what}: not enough memory for the result arrays") from None
+
+
 def _call_ce(x, t, lay, soft, tcode, w, ign, eps, *, probs=False, loss=True, grad=False,
              stats=False, topk=False, gscale=1.0, g=None, loss_out=None, ks=(), bins=0,
              arrays=None, per_sample=False, sample_arrays=None) -> dict:
@@ -105,6 +122,7 @@ def cross_entropy(logits, target, *, axis=1, weight=None, ignore_index=-100, lab
                   reduction="mean", from_logits=True):
     x, t, lay, soft, tcode, w, ign, eps = _prep_ce(
         logits, target, axis, weight, ignore_index, label_smoothing, reduction)
+    from_logits = V.check_flag(from_logits, "from_logits")
     lo = _loss_out(x, lay, reduction)
     r = _call_ce(x, t, lay, soft, tcode, w, ign, eps, probs=not from_logits, loss_out=lo)
     return _interop.like_input(logits, _reduce(r, lay, soft, eps, reduction, lo))
@@ -114,7 +132,8 @@ def cross_entropy_grad(logits, target, *, axis=1, weight=None, ignore_index=-100
                        label_smoothing=0.0, reduction="mean", from_logits=True, out=None):
     x, t, lay, soft, tcode, w, ign, eps = _prep_ce(
         logits, target, axis, weight, ignore_index, label_smoothing, reduction)
-    g = np.empty_like(x) if out is None else V.check_out(_interop.out_array(out), x)
+    from_logits = V.check_flag(from_logits, "from_logits")
+    g = _grad_out(out, x, target=target, weight=weight)
     gs = _grad_scale(t, lay, soft, tcode, w, ign, reduction)
     lo = _loss_out(x, lay, reduction)
     r = _call_ce(x, t, lay, soft, tcode, w, ign, eps, probs=not from_logits, grad=True,
@@ -138,6 +157,7 @@ def _prep_bce(logits, target, reduction, name_t="target"):
     x = V.as_cpu_array(logits, "logits")
     _check_logits(x)
     t = V.as_cpu_array(target, name_t)
+    V.check_reduction(reduction)
     if t.shape != x.shape:
         raise ValueError(f"{name_t}: shape {t.shape} does not match logits {x.shape}")
     dt = np.dtype(t.dtype)
@@ -151,8 +171,6 @@ def _prep_bce(logits, target, reduction, name_t="target"):
         tfloat, tcode = False, V.label_code(dt)
     else:
         raise TypeError(f"{name_t}: dtype {dt.name} is not supported")
-    if reduction not in V.REDUCTIONS:
-        raise ValueError(f"reduction: must be one of {V.REDUCTIONS}, got {reduction!r}")
     return V.contiguous(x), V.contiguous(t), tfloat, tcode
 
 
@@ -180,6 +198,7 @@ def _bce_reduce(r, n, reduction, lo):
 
 def binary_cross_entropy(logits, target, *, pos_weight=None, reduction="mean", from_logits=True):
     x, t, tfloat, tcode = _prep_bce(logits, target, reduction)
+    from_logits = V.check_flag(from_logits, "from_logits")
     pw, pwi = V.pos_weight_pattern(pos_weight, x.shape)
     lo = None
     if reduction == "none":
@@ -191,8 +210,9 @@ def binary_cross_entropy(logits, target, *, pos_weight=None, reduction="mean", f
 def binary_cross_entropy_grad(logits, target, *, pos_weight=None, reduction="mean",
                               from_logits=True, out=None):
     x, t, tfloat, tcode = _prep_bce(logits, target, reduction)
+    from_logits = V.check_flag(from_logits, "from_logits")
     pw, pwi = V.pos_weight_pattern(pos_weight, x.shape)
-    g = np.empty_like(x) if out is None else V.check_out(_interop.out_array(out), x)
+    g = _grad_out(out, x, target=target, pos_weight=pos_weight)
     lo = None
     if reduction == "none":
         lo = np.empty(x.shape, np.float64 if x.dtype == np.float64 else np.float32)
@@ -205,7 +225,8 @@ def binary_cross_entropy_grad(logits, target, *, pos_weight=None, reduction="mea
 
 def binary_accuracy(logits, target, *, threshold=0.0):
     x, t, tfloat, tcode = _prep_bce(logits, target, "mean")
-    r = _call_bce(x, t, tfloat, tcode, None, 1, threshold=float(threshold))
+    threshold = V.real_scalar(threshold, "threshold")
+    r = _call_bce(x, t, tfloat, tcode, None, 1, threshold=threshold)
     return r["correct"] / r["count"] if r["count"] else math.nan
 
 
@@ -216,16 +237,22 @@ def evaluate(logits, target, *, axis=1, weight=None, ignore_index=-100, label_sm
         logits, target, axis, weight, ignore_index, label_smoothing, "mean")
     ks = V.check_top_k(top_k, lay.C)
     bins = V.check_bins(bins)
+    per_sample = V.check_flag(per_sample, "per_sample")
+    grad = V.check_flag(grad, "grad")
+    if not grad and out is not None:
+        raise ValueError("out: only used with grad=True")
     C = lay.C
-    arrays = BatchStats.new_arrays(C, bins)
-    sample = BatchStats.new_sample_arrays(lay.N, C) if per_sample else None
+    arrays = _alloc(f"logits: C={C} classes (a ({C}, {C}) confusion matrix)",
+                    BatchStats.new_arrays, C, bins)
+    sample = None
+    if per_sample:
+        sample = _alloc(f"per_sample: ({lay.N}, {C}) per-sample arrays",
+                        BatchStats.new_sample_arrays, lay.N, C)
     g = None
     gs = 1.0
     if grad:
-        g = np.empty_like(x) if out is None else V.check_out(_interop.out_array(out), x)
+        g = _grad_out(out, x, target=target, weight=weight)
         gs = _grad_scale(t, lay, soft, tcode, w, ign, "mean")
-    elif out is not None:
-        raise ValueError("out: only used with grad=True")
     r = _call_ce(x, t, lay, soft, tcode, w, ign, eps, grad=grad, stats=True, topk=True,
                  gscale=gs, g=g, ks=ks, bins=bins, arrays=arrays, per_sample=bool(per_sample),
                  sample_arrays=sample)
@@ -238,13 +265,15 @@ def evaluate_binary(logits, target, *, pos_weight=None, threshold=0.0, bins=20, 
                     out=None) -> BatchStats:
     x, t, tfloat, tcode = _prep_bce(logits, target, "mean")
     bins = V.check_bins(bins)
+    threshold = V.real_scalar(threshold, "threshold")
+    grad = V.check_flag(grad, "grad")
     pw, pwi = V.pos_weight_pattern(pos_weight, x.shape)
+    if not grad and out is not None:
+        raise ValueError("out: only used with grad=True")
     arrays = BatchStats.new_arrays(2, bins, binary=True)
     g = None
     if grad:
-        g = np.empty_like(x) if out is None else V.check_out(_interop.out_array(out), x)
-    elif out is not None:
-        raise ValueError("out: only used with grad=True")
+        g = _grad_out(out, x, target=target, pos_weight=pos_weight)
     gs = 1.0 / x.size if x.size else 1.0
     r = _call_bce(x, t, tfloat, tcode, pw, pwi, grad=grad, stats=True, threshold=threshold,
                   gscale=gs, g=g, bins=bins, arrays=arrays)

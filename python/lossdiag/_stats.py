@@ -7,6 +7,8 @@ from several batches, processes or machines can be added together.
 from __future__ import annotations
 
 import math
+import threading
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,9 +145,12 @@ class BatchStats:
 
     @property
     def accuracy(self) -> float:
-        """Top-1 accuracy over counted elements (NaN when none)."""
-        k = 1 if 1 in self.correct else min(self.correct)
-        return self.correct[k] / self.count if self.count else math.nan
+        """Top-1 accuracy over counted elements (NaN when none). `evaluate` always counts top-1,
+        whatever ``top_k`` holds."""
+        if 1 not in self.correct:
+            raise ValueError(f"accuracy: top-1 was not counted (correct holds k = "
+                             f"{sorted(self.correct)})")
+        return self.correct[1] / self.count if self.count else math.nan
 
 
 # ------------------------------------------------------------------------------------------------
@@ -155,8 +160,10 @@ _SUM_KEYS = (
 )
 _SCALAR_KEYS = (
     "nll_sum", "smooth_sum", "weight_sum", "count", "ignored", "nonfinite", "nonfinite_rows",
-    "true_prob_sum", "below_inv_e", "entropy_sum", "elements",
+    "true_prob_sum", "below_inv_e", "entropy_sum", "elements", "soft_batches", "hard_batches",
 )
+_INT_SCALARS = ("count", "ignored", "nonfinite", "nonfinite_rows", "below_inv_e", "elements",
+                "soft_batches", "hard_batches")
 _ABSENT = ("nan", "zero", "one")
 
 
@@ -179,7 +186,11 @@ class Metrics:
 
     `update` runs `lossdiag.evaluate` (same options) and adds its sums into the state;
     `compute` derives every metric; states add (`merge`, `state_dict`) across batches,
-    processes or machines.
+    processes or machines. One object may be updated from several threads at once: the
+    evaluation runs in parallel, the additions into the state under a lock. Top-1 accuracy is
+    always accumulated (``top_k`` gains a leading 1 when it lacks one). Integer labels and float
+    (soft) targets cannot be mixed in one accumulator: their mean losses have different
+    denominators.
 
     Args:
         num_classes: C (2 for ``binary=True``).
@@ -215,7 +226,8 @@ class Metrics:
             raise ValueError(f"num_classes: must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
         self.bins = V.check_bins(bins)
-        self.top_k = V.check_top_k(top_k, self.num_classes) if not binary else [1]
+        self.top_k = (V.check_top_k(V.top_k_with_1(top_k), self.num_classes) if not binary
+                      else [1])
         self.binary = bool(binary)
         self.imagewise = bool(imagewise)
         self.options = dict(axis=axis, weight=weight, ignore_index=ignore_index,
@@ -223,17 +235,34 @@ class Metrics:
         self.binary_options = dict(pos_weight=pos_weight, threshold=threshold)
         V.check_weight(weight, self.num_classes)
         V.check_options(ignore_index, label_smoothing, "mean")
+        if binary:
+            V.real_scalar(threshold, "threshold")
+        self._lock = threading.RLock()
         self.reset()
+
+    # A lock cannot be pickled or copied: a copy gets a new one.
+    def __getstate__(self) -> dict[str, Any]:
+        with self._lock:
+            d = self.__dict__.copy()
+            d["_state"] = {k: np.array(v, copy=True) for k, v in self._state.items()}
+        d.pop("_lock", None)
+        return d
+
+    def __setstate__(self, d: dict[str, Any]) -> None:
+        self.__dict__.update(d)
+        self._lock = threading.RLock()
 
     # -- state ---------------------------------------------------------------------------------
     def reset(self) -> None:
+        with self._lock:
+            self._reset()
+
+    def _reset(self) -> None:
         C, b = self.num_classes, self.bins
         self._dev: Any = None  # sums of GPU batches not yet brought to the host (see _pull)
         self._state: dict[str, np.ndarray] = BatchStats.new_arrays(C, b, binary=self.binary)
         for k in _SCALAR_KEYS:
-            self._state[k] = np.zeros((), np.int64 if k in (
-                "count", "ignored", "nonfinite", "nonfinite_rows", "below_inv_e", "elements",
-            ) else np.float64)
+            self._state[k] = np.zeros((), np.int64 if k in _INT_SCALARS else np.float64)
         self._state["correct"] = np.zeros(len(self.top_k), np.int64)
         if self.imagewise:
             self._state["images"] = np.zeros((), np.int64)
@@ -244,20 +273,45 @@ class Metrics:
             self._state["img_defined"] = np.zeros(3, np.int64)
 
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Plain NumPy arrays, all of them sums: add them to combine states."""
-        self._pull()
-        return {k: np.array(v, copy=True) for k, v in self._state.items()}
+        """Plain NumPy arrays, all of them sums: add them to combine states. ``soft_batches`` /
+        ``hard_batches`` count the batches with float (soft) targets and with integer labels:
+        the loss is derived for the kind the state holds."""
+        with self._lock:
+            self._pull()
+            return {k: np.array(v, copy=True) for k, v in self._state.items()}
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Replace the state by ``state`` (from `state_dict`, or a sum of several). Every key must
+        be there with its shape; counts must be finite non-negative integers."""
+        if not isinstance(state, Mapping):
+            raise TypeError(f"state: expected a dict from state_dict(), got {state!r:.80}")
         missing = set(self._state) - set(state)
         if missing:
             raise ValueError(f"state: missing keys {sorted(missing)}")
+        new = {}
         for k, v in self._state.items():
-            arr = np.asarray(state[k])
+            try:
+                arr = np.asarray(state[k])
+            except Exception as exc:
+                raise TypeError(f"state: {k} cannot be read as an array") from exc
+            if arr.dtype.kind not in "biuf":
+                raise TypeError(f"state: {k} has dtype {arr.dtype}, expected numbers")
             if arr.shape != v.shape:
                 raise ValueError(f"state: {k} has shape {arr.shape}, expected {v.shape}")
-            self._state[k] = arr.astype(v.dtype, copy=True)
-        self._dev = None
+            if v.dtype.kind == "i" and arr.dtype.kind == "f":
+                bad = ~np.isfinite(arr) | (arr != np.round(arr)) | (np.abs(arr) >= 2.0**63)
+                if np.any(bad):
+                    raise ValueError(f"state: {k} must hold integer counts, got "
+                                     f"{arr[bad].ravel()[0]!r}")
+            if v.dtype.kind == "i" and arr.dtype.kind == "u" and np.any(arr > 2**63 - 1):
+                raise ValueError(f"state: {k} overflows int64")
+            if v.dtype.kind == "i" and np.any(arr < 0):
+                raise ValueError(f"state: {k} must hold counts >= 0, got {arr.min()!r}")
+            new[k] = arr.astype(v.dtype, copy=True)
+        _check_kinds(new, "state")
+        with self._lock:
+            self._state = new
+            self._dev = None
 
     def merge(self, other: Metrics) -> Metrics:
         """Add another accumulator's state (same configuration) into this one."""
@@ -266,10 +320,13 @@ class Metrics:
         if (other.num_classes, other.bins, other.top_k, other.binary, other.imagewise) != (
                 self.num_classes, self.bins, self.top_k, self.binary, self.imagewise):
             raise ValueError("other: Metrics with a different configuration cannot be merged")
-        self._pull()
-        other._pull()
-        for k in self._state:
-            self._state[k] = self._state[k] + other._state[k]
+        first, second = sorted((self, other), key=id)
+        with first._lock, second._lock:
+            self._pull()
+            other._pull()
+            merged = {k: self._state[k] + other._state[k] for k in self._state}
+            _check_kinds(merged, "other")
+            self._state = merged
         return self
 
     def sync(self, group: Any = None) -> Metrics:
@@ -285,9 +342,10 @@ class Metrics:
     def update(self, logits: Any, target: Any) -> BatchStats | Metrics:
         """Evaluate one batch (one pass over the logits) and add it to the state.
 
-        Dask arrays are evaluated one task per chunk (`lossdiag.dask.update`); the chunks' sums
-        are added in chunk order, and the statistics of the whole array come back as a
-        `Metrics`."""
+        Safe to call from several threads on one object: the pass runs without the lock (and
+        without the GIL), the additions into the state under it.  Dask arrays are evaluated one
+        task per chunk (`lossdiag.dask.update`); the chunks' sums are added in chunk order, and
+        the statistics of the whole array come back as a `Metrics`."""
         if _is_dask(logits) or _is_dask(target):
             from . import dask as _dask
 
@@ -307,13 +365,27 @@ class Metrics:
             if s.num_classes != self.num_classes:
                 raise ValueError(f"logits: {s.num_classes} classes, but Metrics was created with "
                                  f"num_classes={self.num_classes}")
+        with self._lock:
+            kind = "soft_batches" if s.soft else "hard_batches"
+            other = "hard_batches" if s.soft else "soft_batches"
+            if int(self._state[other]):
+                raise ValueError(
+                    f"target: {'float (soft) targets' if s.soft else 'integer labels'} after "
+                    f"{int(self._state[other])} batches of "
+                    f"{'integer labels' if s.soft else 'float (soft) targets'} in one Metrics; "
+                    "their mean losses differ, use one Metrics per kind")
+            self._state[kind] = self._state[kind] + 1
+            self._add(s)
+        return s
+
+    def _add(self, s: BatchStats) -> None:
+        """Add one batch's sums into the state (under the lock)."""
         if getattr(s, "_device", None) is not None:
             # GPU batch: its sums are added on the device, without synchronising.
             from . import _gpu
 
             _gpu.metrics_update(self, s)
-            self._soft = s.soft
-            return s
+            return
         st = self._state
         for k in _SUM_KEYS:
             st[k] = st[k] + _host(getattr(s, k))
@@ -329,8 +401,6 @@ class Metrics:
         st["correct"] = st["correct"] + np.array([s.correct[k] for k in self.top_k], np.int64)
         if self.imagewise:
             self._update_imagewise(s)
-        self._soft = s.soft
-        return s
 
     def _update_imagewise(self, s: BatchStats) -> None:
         inter = _host(s.sample_intersection).astype(np.float64)
@@ -368,12 +438,22 @@ class Metrics:
                 "nan" excludes it from the means (default, like mmsegmentation), "zero" counts
                 it as 0, "one" as 1 (segmentation_models.pytorch's zero_division=1).
         """
-        if absent not in _ABSENT:
+        if not isinstance(absent, str) or absent not in _ABSENT:
             raise ValueError(f"absent: must be one of {_ABSENT}, got {absent!r}")
-        self._pull()
-        return derive(self._state, num_classes=self.num_classes, bins=self.bins,
-                      top_k=self.top_k, label_smoothing=float(self.options["label_smoothing"]),
-                      soft=getattr(self, "_soft", False), binary=self.binary, absent=absent)
+        with self._lock:
+            self._pull()
+            st = self._state
+            return derive(st, num_classes=self.num_classes, bins=self.bins, top_k=self.top_k,
+                          label_smoothing=float(self.options["label_smoothing"]),
+                          soft=int(st["soft_batches"]) > 0, binary=self.binary, absent=absent)
+
+
+def _check_kinds(state: dict[str, Any], name: str) -> None:
+    """A state holds batches of one target kind (integer labels or float targets)."""
+    if int(state["soft_batches"]) and int(state["hard_batches"]):
+        raise ValueError(f"{name}: the state mixes {int(state['soft_batches'])} batches of float "
+                         f"(soft) targets with {int(state['hard_batches'])} of integer labels; "
+                         "their mean losses differ")
 
 
 def _is_dask(x: Any) -> bool:
@@ -442,7 +522,7 @@ def derive(st: dict[str, Any], *, num_classes: int, bins: int, top_k: list[int],
     edges = np.linspace(0.0, 1.0, bins + 1)
     out: dict[str, Any] = {
         "loss": loss,
-        "accuracy": acc.get(1, next(iter(acc.values()))),
+        "accuracy": acc.get(1, math.nan),
         "top_k_accuracy": acc,
         "balanced_accuracy": balanced,
         "precision": precision, "recall": recall, "iou": iou, "dice": dice, "f1": f1,

@@ -16,6 +16,12 @@ from . import _interop
 
 REDUCTIONS = ("mean", "sum", "none")
 PROB_EPS = 1e-7  # clip for from_logits=False, as Keras
+# Limits (docs/reliability.md): past them a request is refused with a ValueError before anything
+# is allocated. The compiled core checks the same bounds again.
+MAX_BINS = 1 << 16          # histogram bins
+MAX_CLASSES = 2**31 - 1     # classes (C): class indices are int32 inside the kernels
+_INT64 = (-(2**63), 2**63 - 1)
+_TOO_HARD = getattr(getattr(np, "exceptions", np), "TooHardError", Exception)
 
 _LOGIT_CODES = {np.dtype(np.float16): 0, np.dtype(np.float32): 1, np.dtype(np.float64): 2}
 _LABEL_CODES = {
@@ -103,6 +109,9 @@ def resolve_layout(shape: tuple[int, ...], axis: Any) -> Layout:
     C = int(shape[ax])
     if C < 1:
         raise ValueError(f"logits: the class axis has length 0 (shape {tuple(shape)})")
+    if C > MAX_CLASSES:
+        raise ValueError(f"logits: {C} classes exceed the supported maximum {MAX_CLASSES} "
+                         f"(shape {tuple(shape)})")
     N = int(shape[0])
     target_shape = tuple(s for i, s in enumerate(shape) if i != ax)
     E = int(math.prod(target_shape))
@@ -141,10 +150,52 @@ def check_target(target: Any, lay: Layout, name: str = "target") -> tuple[bool, 
     return False, _LABEL_CODES[dt]
 
 
+def _on_device(x: Any) -> bool:
+    return hasattr(x, "__cuda_array_interface__") and hasattr(x, "get")
+
+
+def real_array(x: Any, name: str) -> np.ndarray:
+    """A float64 copy of a host array-like of real numbers (a device array is copied to the host);
+    a TypeError naming ``name`` for strings, dicts, complex, bool or object values."""
+    if isinstance(x, (str, bytes, dict)) or x is None:
+        raise TypeError(f"{name}: expected an array of real numbers, got {x!r:.80}")
+    if _on_device(x):
+        x = x.get()
+    try:
+        arr = np.asarray(x)
+    except Exception as exc:
+        raise TypeError(f"{name}: cannot be read as an array ({type(x).__name__})") from exc
+    if arr.dtype.kind not in "iuf":
+        raise TypeError(f"{name}: expected real numbers, got dtype {arr.dtype.name} "
+                        f"({np.array2string(arr.ravel()[:4], threshold=4)[:80]})")
+    return np.array(arr, dtype=np.float64, copy=True)
+
+
+def real_scalar(x: Any, name: str, *, allow_inf: bool = True) -> float:
+    """A real number (Python or NumPy int/float, or a 0-d array of one) as a float; a TypeError
+    naming ``name`` for anything else (strings, bools, complex), a ValueError for NaN."""
+    if isinstance(x, np.ndarray) and x.ndim == 0:
+        x = x[()]
+    if isinstance(x, (bool, np.bool_)) or not isinstance(x, (int, float, np.integer,
+                                                             np.floating)):
+        raise TypeError(f"{name}: expected a real number, got {x!r:.80}")
+    v = float(x)
+    if math.isnan(v) or (not allow_inf and math.isinf(v)):
+        raise ValueError(f"{name}: must be a finite number, got {x!r}")
+    return v
+
+
+def check_flag(x: Any, name: str) -> bool:
+    """A bool (Python or NumPy); "no", 0 or None are refused, not read as truth values."""
+    if not isinstance(x, (bool, np.bool_)):
+        raise TypeError(f"{name}: expected True or False, got {x!r:.80}")
+    return bool(x)
+
+
 def check_weight(weight: Any, C: int) -> np.ndarray | None:
     if weight is None:
         return None
-    w = np.asarray(weight if not hasattr(weight, "get") else weight.get(), dtype=np.float64)
+    w = real_array(weight, "weight")
     if w.ndim != 1 or w.shape[0] != C:
         raise ValueError(f"weight: expected shape ({C},) for {C} classes, got {w.shape}")
     if not np.all(np.isfinite(w)):
@@ -154,17 +205,31 @@ def check_weight(weight: Any, C: int) -> np.ndarray | None:
     return np.ascontiguousarray(w)
 
 
-def check_options(ignore_index: Any, label_smoothing: Any, reduction: Any) -> tuple[int, float]:
-    if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
-        raise TypeError(f"ignore_index: expected an int, got {ignore_index!r}")
-    try:
-        eps = float(label_smoothing)
-    except (TypeError, ValueError):
-        raise TypeError(f"label_smoothing: expected a float, got {label_smoothing!r}") from None
-    if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"label_smoothing: must be in [0, 1], got {label_smoothing!r}")
+def check_reduction(reduction: Any) -> str:
+    if not isinstance(reduction, str):
+        raise TypeError(f"reduction: expected one of {REDUCTIONS}, got {reduction!r:.80}")
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction: must be one of {REDUCTIONS}, got {reduction!r}")
+    return reduction
+
+
+def check_options(ignore_index: Any, label_smoothing: Any, reduction: Any) -> tuple[int, float]:
+    if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
+        raise TypeError(f"ignore_index: expected an int, got {ignore_index!r:.80}")
+    if not _INT64[0] <= int(ignore_index) <= _INT64[1]:
+        raise ValueError(f"ignore_index: {ignore_index} is outside the int64 range")
+    if isinstance(label_smoothing, (str, bytes)):
+        raise TypeError(f"label_smoothing: expected a float, got {label_smoothing!r:.80}")
+    try:
+        eps = real_scalar(label_smoothing, "label_smoothing")
+    except TypeError:
+        raise TypeError(f"label_smoothing: expected a float, got {label_smoothing!r:.80}") \
+            from None
+    except ValueError:
+        raise ValueError(f"label_smoothing: must be in [0, 1], got {label_smoothing!r}") from None
+    if not 0.0 <= eps <= 1.0:
+        raise ValueError(f"label_smoothing: must be in [0, 1], got {label_smoothing!r}")
+    check_reduction(reduction)
     return int(ignore_index), eps
 
 
@@ -189,15 +254,44 @@ def check_top_k(top_k: Any, C: int) -> list[int]:
     return out
 
 
+def top_k_with_1(top_k: Any) -> Any:
+    """``top_k`` as a list with 1 in front when it is missing: top-1 accuracy (what
+    `BatchStats.accuracy` reports) is always computed. Values that `check_top_k` refuses are
+    passed through unchanged, for it to raise.
+
+    >>> top_k_with_1((5,)), top_k_with_1(3), top_k_with_1([1, 5])
+    ([1, 5], [1, 3], [1, 5])
+    """
+    if isinstance(top_k, (int, np.integer)) and not isinstance(top_k, bool):
+        ks = [top_k]
+    elif isinstance(top_k, (list, tuple)):
+        ks = list(top_k)
+    else:
+        return top_k
+    if not ks or any(isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer))
+                     for k in ks):
+        return top_k
+    if any(int(k) == 1 for k in ks):
+        return ks
+    if len(ks) >= 8:
+        raise ValueError(f"top_k: at most 7 values besides 1 (top-1 accuracy is always "
+                         f"computed), got {top_k!r}")
+    return [1, *ks]
+
+
 def check_bins(bins: Any) -> int:
     if not isinstance(bins, (int, np.integer)) or isinstance(bins, bool):
-        raise TypeError(f"bins: expected an int, got {bins!r}")
-    if bins < 1:
-        raise ValueError(f"bins: must be >= 1, got {bins}")
+        raise TypeError(f"bins: expected an int, got {bins!r:.80}")
+    if not 1 <= bins <= MAX_BINS:
+        raise ValueError(f"bins: must be in [1, {MAX_BINS}], got {bins}")
     return int(bins)
 
 
-def check_out(out: Any, x: np.ndarray, name: str = "out") -> np.ndarray:
+def check_out(out: Any, x: np.ndarray, name: str = "out",
+              inputs: dict[str, Any] | None = None) -> np.ndarray:
+    """``out`` for a gradient of logits ``x``: same shape and dtype, C-contiguous, writeable; it
+    may be ``x`` itself but must not share memory with any other input (``inputs``: name ->
+    array), which the kernel reads while it writes ``out``."""
     if not isinstance(out, np.ndarray):
         raise TypeError(f"{name}: expected a NumPy array, got {type(out).__name__}")
     if out.shape != x.shape:
@@ -210,6 +304,16 @@ def check_out(out: Any, x: np.ndarray, name: str = "out") -> np.ndarray:
         raise ValueError(f"{name}: is read-only")
     if out is not x and np.shares_memory(out, x) and out.ctypes.data != x.ctypes.data:
         raise ValueError(f"{name}: partially overlaps logits; pass logits itself for in place")
+    for what, arr in (inputs or {}).items():
+        if not (isinstance(arr, np.ndarray) and np.may_share_memory(out, arr)):
+            continue
+        try:
+            shared = np.shares_memory(out, arr, max_work=10**6)
+        except _TOO_HARD:  # pragma: no cover - exotic strides
+            shared = True
+        if shared:
+            raise ValueError(f"{name}: shares memory with {what}, which is read while the "
+                             f"gradient is written; pass a separate array")
     return out
 
 
@@ -262,8 +366,7 @@ def pos_weight_pattern(pos_weight: Any, shape: tuple[int, ...]) -> tuple[np.ndar
     """Reduce a broadcastable pos_weight to pw[(e // inner) % len] over the flattened logits."""
     if pos_weight is None:
         return None, 1
-    pw = np.asarray(pos_weight.get() if hasattr(pos_weight, "get") else pos_weight,
-                    dtype=np.float64)
+    pw = real_array(pos_weight, "pos_weight")
     if not np.all(np.isfinite(pw)):
         raise ValueError("pos_weight: contains NaN or inf")
     full, inner = pos_weight_layout(pw.shape, shape)

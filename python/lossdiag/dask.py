@@ -118,9 +118,7 @@ def _add_into(m: Metrics, st: dict[str, np.ndarray], ik: list[str], fk: list[str
     out: dict[str, np.ndarray] = {}
     _unpack(ints, st, ik, out)
     _unpack(floats, st, fk, out)
-    m.load_state_dict({k: out[k] for k in st})
-    if top[1].shape[0]:
-        m._soft = soft
+    m.load_state_dict({k: out[k] for k in st})  # the state carries the target kind
 
 
 # ------------------------------------------------------------------------------------------------

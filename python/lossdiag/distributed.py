@@ -142,7 +142,7 @@ def global_state(metrics: Metrics, group: Any = None) -> tuple[dict[str, np.ndar
     ints = _pack(state, int_keys, np.int64)
     floats = _pack(state, float_keys, np.float64)
     seen = int(np.asarray(state["elements"])) > 0
-    soft = int(getattr(metrics, "_soft", False)) if seen else _SOFT_UNKNOWN
+    soft = (1 if int(state["soft_batches"]) else 0) if seen else _SOFT_UNKNOWN
     dev = _device(torch, dist, group)
 
     # 1. Configurations must agree, or the buffers below would not even line up (and a mismatch
@@ -190,9 +190,8 @@ def sync(metrics: Metrics, group: Any = None) -> Metrics:
     so a second ``sync`` would count the other ranks twice: keep a copy of the local state
     (``state_dict()``) first if you need to go on accumulating locally.
     """
-    state, soft = global_state(metrics, group)
-    metrics.load_state_dict(state)
-    metrics._soft = soft
+    state, _soft = global_state(metrics, group)
+    metrics.load_state_dict(state)  # the state carries the target kind (soft_batches)
     return metrics
 
 

@@ -96,7 +96,6 @@ class LossdiagStats(Metric):
                             top_k=top_k, bins=bins, binary=binary, imagewise=imagewise,
                             pos_weight=_small(pos_weight), threshold=threshold)
         self.absent = absent
-        self._soft = False
         for k, v in self._acc.state_dict().items():
             self.add_state(k, default=torch.from_numpy(np.array(v, copy=True)),
                            dist_reduce_fx="sum")
@@ -117,21 +116,17 @@ class LossdiagStats(Metric):
         for k, v in acc.state_dict().items():
             cur = getattr(self, k)
             setattr(self, k, cur + torch.from_numpy(v).to(cur.device))
-        self._soft = self._soft or bool(getattr(acc, "_soft", False))
 
     def compute(self) -> dict[str, Any]:
         """The dict of ``lossdiag.Metrics.compute()`` (NumPy arrays and Python numbers)."""
         st = {k: getattr(self, k).detach().cpu().numpy() for k in self._state_names}
         acc = self._acc
         out = derive(st, num_classes=acc.num_classes, bins=acc.bins, top_k=acc.top_k,
-                     label_smoothing=float(acc.options["label_smoothing"]), soft=self._soft,
+                     label_smoothing=float(acc.options["label_smoothing"]),
+                     soft=int(st["soft_batches"]) > 0,
                      binary=acc.binary, absent=self.absent)
         self.last_result = out
         return out
-
-    def reset(self) -> None:
-        super().reset()
-        self._soft = False
 
     def scalars(self, result: dict[str, Any] | None = None, *, prefix: str = "",
                 per_class: bool = False) -> dict[str, float]:
@@ -150,7 +145,6 @@ class LossdiagStats(Metric):
                     **self._acc.binary_options)
         m.load_state_dict({k: getattr(self, k).detach().cpu().numpy()
                            for k in self._state_names})
-        m._soft = self._soft
         return m
 
 
