@@ -584,8 +584,7 @@ struct CE {
         constexpr bool FLUSH = sizeof(F) == 4;
         const P* col = src;
         const bool pf = th.pf.base != 0;
-        // One class of the block (a macro, not a lambda: through a lambda the NCHW cross_entropy
-        // ran ~3 % slower).
+        // One class of the block (a macro: the same body in the short-row and the long-row loop).
 #define LD_PASS2_CLASS(c)                                                                         \
         {                                                                                         \
           const VF wc = VF{} + (WEIGHT ? (F)w[c] : F(1));                                         \
@@ -1028,8 +1027,8 @@ struct CE {
     }
   }
 
-  // One block of nb wide elements starting at element b0. Not inlined: segment() keeps the lane
-  // path's code as compact as it was (inlining this into it cost the NCHW cross_entropy ~3 %).
+  // One block of nb wide elements starting at element b0. Not inlined, nor are wide_row and
+  // wide_grad: segment() keeps the lane path's code as it was.
   __attribute__((noinline)) void wide_block(Thread& th, SlabAcc& sa, SegAcc& acc, int64_t b0, int nb) {
     if (nb < 1 || nb > B) __builtin_unreachable();
     Lane ln;
