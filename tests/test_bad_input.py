@@ -568,6 +568,17 @@ def test_soft_targets_large_C_accurate(kind):
         assert np.max(np.abs(g / want - 1)) < 1e-6, p
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_binary_small_pos_weight_is_not_lost(dtype):
+    x = np.array([0.0, -10.0], dtype)
+    y = np.array([1.0, 0.0])
+    want, wg = R.ref_binary_cross_entropy(x.astype(np.float64), y, pos_weight=1e-9)
+    loss, g = ld.binary_cross_entropy_grad(x, y, pos_weight=np.array(1e-9))
+    assert loss == pytest.approx(want, rel=1e-6)  # 1 + (1e-9 - 1) y gave 0 for the positive
+    if dtype != np.float16:
+        assert g[0] == pytest.approx(wg[0], rel=1e-6)
+
+
 def test_logistic_surface_tiny_losses_do_not_cancel():
     from lossdiag.landscape import logistic_surface
 

@@ -434,7 +434,7 @@ def _bad_values(case: Case, rng: np.random.Generator) -> list[tuple[str, Any, st
     if case.func in ("binary_cross_entropy", "binary_cross_entropy_grad", "evaluate_binary"):
         out += [("pos_weight", "abc", "pos_weight"), ("pos_weight", {"a": 1}, "pos_weight"),
                 ("pos_weight", np.ones(x.shape[-1:] if x.ndim else (1,)) * np.nan, "pos_weight"),
-                ("pos_weight", np.ones((x.shape[-1] + 1 if x.ndim else 2,) * 2), "pos_weight"),
+                ("pos_weight", np.ones((x.shape[-1] + 2 if x.ndim else 2,)), "pos_weight"),
                 ("pos_weight", 1j, "pos_weight")]
     if grad:
         out += [("out", np.zeros((1,) * x.ndim + (3,), x.dtype), "out"),
@@ -443,8 +443,9 @@ def _bad_values(case: Case, rng: np.random.Generator) -> list[tuple[str, Any, st
             ro = np.zeros(x.shape, x.dtype)
             ro.setflags(write=False)
             out.append(("out", ro, "out"))
-            out.append(("out", np.zeros(x.shape[:-1] + (2 * x.shape[-1],), x.dtype)[..., ::2],
-                        "out"))
+            if x.shape[-1] > 1:  # (a one-element view counts as contiguous)
+                out.append(("out", np.zeros(x.shape[:-1] + (2 * x.shape[-1],), x.dtype)[..., ::2],
+                            "out"))
         if t.dtype == x.dtype and t.shape == x.shape and x.size:
             out.append(("out", "alias-target", "out"))
         if multi and x.size and x.dtype == np.float64 and "weight" in kw:
