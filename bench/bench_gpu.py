@@ -66,7 +66,7 @@ def timed(cp, fn, warmup: int, repeats: int) -> float:
 
 def bandwidth(cp, nbytes: int, warmup: int, repeats: int) -> tuple[float, float]:
     """(read GB/s, copy GB/s counting read + write) measured on buffers of nbytes."""
-    from lossdiag import _gpu
+    from lossdiag.core import cuda as _gpu
 
     src = cp.empty(nbytes // 16 * 16, cp.uint8)
     src.fill(1)

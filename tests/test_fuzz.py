@@ -455,7 +455,7 @@ def _bad_values(case: Case, rng: np.random.Generator) -> list[tuple[str, Any, st
     return out
 
 
-def V_top_k_with_1(top_k: Any) -> list[int]:  # noqa: N802 - mirrors lossdiag._validate
+def V_top_k_with_1(top_k: Any) -> list[int]:  # noqa: N802 - mirrors lossdiag.core.validate
     ks = [top_k] if isinstance(top_k, int) else list(top_k)
     return ks if 1 in ks else [1, *ks]
 

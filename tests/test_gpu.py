@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import reference as R
 from conftest import HAVE_CUDA, cupy_or_none, tol
-from lossdiag import _gpu
+from lossdiag.core import cuda as _gpu
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 gpu = pytest.mark.skipif(not HAVE_CUDA, reason="CuPy/CUDA device not available")
@@ -82,7 +82,7 @@ def test_cuda_module_imports_and_reports_without_crashing():
 
 def test_gpu_module_imports_without_cupy():
     code = ("import sys; sys.modules['cupy'] = None\n"
-            "import lossdiag, lossdiag._gpu as g\n"
+            "import lossdiag, lossdiag.core.cuda as g\n"
             "g.synchronize()\n"
             "try:\n    g._modules()\nexcept ImportError as e:\n    assert 'CuPy' in str(e), e\n"
             "else:\n    raise SystemExit('no ImportError')\n"

@@ -45,7 +45,7 @@ def test_built_without_a_device_is_not_a_backend(monkeypatch: pytest.MonkeyPatch
 
 def test_device_without_cupy_is_not_a_backend(monkeypatch: pytest.MonkeyPatch) -> None:
     _fake_cuda(monkeypatch, _device)
-    monkeypatch.setattr("lossdiag._gpu._cp", None)
+    monkeypatch.setattr("lossdiag.core.cuda._cp", None)
     monkeypatch.setitem(sys.modules, "cupy", None)  # `import cupy` raises ImportError
     info = lossdiag.info()
     assert info["backends"] == ["cpu"]

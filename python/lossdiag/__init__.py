@@ -11,7 +11,10 @@ import os
 from typing import Any
 
 from . import _core
-from ._api import (
+from ._version import __version__
+from .core import (
+    BatchStats,
+    Metrics,
     accuracy,
     binary_accuracy,
     binary_cross_entropy,
@@ -21,8 +24,6 @@ from ._api import (
     evaluate,
     evaluate_binary,
 )
-from ._stats import BatchStats, Metrics
-from ._version import __version__
 
 
 def set_num_threads(n: int) -> None:
@@ -57,7 +58,7 @@ def info() -> dict[str, Any]:
         >>> "cpu" in lossdiag.info()["backends"]
         True
     """
-    from ._gpu import cuda_availability
+    from .core.cuda import cuda_availability
 
     cuda_built, cuda_device, cuda_reason = cuda_availability()
     return {

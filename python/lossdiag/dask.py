@@ -53,8 +53,8 @@ from typing import Any
 
 import numpy as np
 
-from . import _validate as V
-from ._stats import Metrics
+from .core import validate as V
+from .core.metrics import Metrics
 from .distributed import _keys, _pack, _unpack
 
 _DEFAULT_MAX_CHUNK = "1GiB"

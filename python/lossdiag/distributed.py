@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from ._stats import Metrics
+from .core.metrics import Metrics
 
 _VERSION = 1
 _HEADER = ("version", "num_classes", "bins", "binary", "imagewise", "top_k", "label_smoothing",

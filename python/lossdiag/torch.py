@@ -55,7 +55,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from . import _api
+from .core import api
 
 if not hasattr(torch.library, "custom_op"):  # pragma: no cover - old torch
     raise ImportError(f"lossdiag.torch needs torch>=2.4 (torch.library.custom_op); this is torch "
@@ -318,8 +318,8 @@ def _ce_op(logits, target, weight, ignore_index, reduction, label_smoothing, axi
               reduction=reduction)
     with _device_context(x):
         if not grad:
-            return _as_loss(_api.cross_entropy(x, t, **kw), logits), logits.new_empty(0)
-        loss, g = _api.cross_entropy_grad(x, t, out=_grad_out(x, inplace), **kw)
+            return _as_loss(api.cross_entropy(x, t, **kw), logits), logits.new_empty(0)
+        loss, g = api.cross_entropy_grad(x, t, out=_grad_out(x, inplace), **kw)
     return _as_loss(loss, logits), (logits.new_empty(0) if inplace else g)
 
 
@@ -358,9 +358,9 @@ def _bce_op(logits, target, pos_weight, reduction, grad, inplace):
     pw = _small(pos_weight)
     with _device_context(x):
         if not grad:
-            loss = _api.binary_cross_entropy(x, t, pos_weight=pw, reduction=reduction)
+            loss = api.binary_cross_entropy(x, t, pos_weight=pw, reduction=reduction)
             return _as_loss(loss, logits), logits.new_empty(0)
-        loss, g = _api.binary_cross_entropy_grad(x, t, pos_weight=pw, reduction=reduction,
+        loss, g = api.binary_cross_entropy_grad(x, t, pos_weight=pw, reduction=reduction,
                                                  out=_grad_out(x, inplace))
     return _as_loss(loss, logits), (logits.new_empty(0) if inplace else g)
 

@@ -53,7 +53,7 @@ import numpy as np
 import torch
 from torchmetrics import Metric
 
-from ._stats import Metrics, derive
+from .core.metrics import Metrics, derive
 from .monitor import _host_array, scalars
 
 __all__ = ["ClassificationStats", "LossdiagStats", "SegmentationStats"]

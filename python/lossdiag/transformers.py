@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 from transformers import TrainerCallback
 from transformers.utils import logging as hf_logging
 
-from ._stats import Metrics
+from .core.metrics import Metrics
 from .history import split_metric_key
 from .monitor import AlarmThresholds, Monitor, _host_array, scalars
 

@@ -6,7 +6,7 @@ cuda_emu.h (one thread per CUDA thread, real barriers and warp collectives) into
 puts a NumPy stand-in for CuPy (fakecupy/) on the path, installs the emulated module as
 lossdiag._cuda, and runs the shared test suite's "gpu" parametrisations plus tests/test_gpu.py.
 What this checks: kernel logic (indexing, layouts, reductions, warp-collective masks, statistics)
-and lossdiag/_gpu.py. What it cannot check: the GPU memory model, performance, real CuPy/torch
+and lossdiag/core/cuda.py. What it cannot check: the GPU memory model, performance, real CuPy/torch
 interop (0-d arrays, streams, DLPack), compilation for the real targets (nvcc does that).
 
     python cpp/cuda/emu/run_emu_tests.py [--asan] [pytest args, default: tests -k gpu]

@@ -1,4 +1,5 @@
-"""GPU code path (lossdiag._gpu + the real kernel source, host-emulated) against the CPU backend.
+"""GPU code path (lossdiag.core.cuda + the real kernel source, host-emulated) against the CPU
+backend.
 
 Run through cpp/cuda/emu/run_emu_tests.py (which installs the emulated lossdiag._cuda and the
 NumPy stand-in for CuPy); tests/test_gpu.py does that in every test run. Covers every kernel
@@ -15,7 +16,7 @@ import cupy as cp
 import lossdiag as ld
 import numpy as np
 import pytest
-from lossdiag import _gpu
+from lossdiag.core import cuda as _gpu
 
 assert getattr(cp, "__file__", "").endswith("fakecupy/cupy/__init__.py"), "run via run_emu_tests"
 

@@ -1,5 +1,6 @@
-"""A NumPy stand-in for the parts of CuPy that lossdiag._gpu and the tests use, so the GPU code
-path (lossdiag._gpu + the kernel source run by the host emulator) can be exercised without a GPU.
+"""A NumPy stand-in for the parts of CuPy that lossdiag.core.cuda and the tests use, so the GPU
+code path (lossdiag.core.cuda + the kernel source run by the host emulator) can be exercised
+without a GPU.
 Test tool only (cpp/cuda/emu/run_emu_tests.py); arrays live in host memory."""
 
 import numpy as _np

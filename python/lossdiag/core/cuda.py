@@ -2,7 +2,7 @@
 
 Accepted inputs: CuPy arrays, objects exposing ``__cuda_array_interface__`` (Numba, ...) and
 CUDA DLPack producers such as torch CUDA tensors (float16, bfloat16, float32, float64 logits; the
-label dtypes of the CPU backend). The functions mirror lossdiag._cpu (same arguments, checks and
+label dtypes of the CPU backend). The functions mirror lossdiag.core.cpu (same arguments, checks and
 semantics); the differences are about *where the numbers live*:
 
 * Nothing synchronises with the host. Reductions return 0-d CuPy arrays, `evaluate` returns a
@@ -26,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from . import _validate as V
-from ._stats import BatchStats
+from . import interop
+from . import validate as V
+from .results import BatchStats
 
 BF16 = "bfloat16"  # dtype marker for bfloat16 arrays (NumPy has no such dtype)
 
@@ -56,7 +57,7 @@ def _modules():
                 "lossdiag: GPU arrays need CuPy (pip install cupy-cuda12x or cupy-cuda13x)"
             ) from exc
         try:
-            from . import _cuda
+            from .. import _cuda
         except ImportError as exc:
             raise ImportError(
                 "lossdiag was built without its CUDA backend (lossdiag._cuda): reinstall on a "
@@ -79,7 +80,7 @@ def cuda_availability() -> tuple[bool, Any, str | None]:
     import importlib.util
 
     try:
-        from . import _cuda
+        from .. import _cuda
     except ImportError as exc:
         if importlib.util.find_spec(f"{__package__}._cuda") is None:
             return False, None, (
@@ -402,7 +403,7 @@ def _dev_pos_weight(pos_weight: Any, shape: tuple):
     if pos_weight is None:
         return None, 1
     cp = _cp
-    if np.ndim(pos_weight) == 0 and not _on_device(pos_weight):
+    if np.ndim(pos_weight) == 0 and not interop.on_gpu(pos_weight):
         # a host scalar: filled on the device (no transfer); its value is checked there
         pw = cp.full((1,), float(pos_weight), cp.float64)
     else:
@@ -414,12 +415,6 @@ def _dev_pos_weight(pos_weight: Any, shape: tuple):
     if inner is None:  # several broadcast axes: materialised once (the size of the logits; rare)
         return cp.ascontiguousarray(cp.broadcast_to(pw.reshape(full), shape)).reshape(-1), 1
     return cp.ascontiguousarray(pw.reshape(-1)), inner
-
-
-def _on_device(a: Any) -> bool:
-    from ._api import _on_gpu
-
-    return _on_gpu(a)
 
 
 def _check_out(out: Any, x: _Dev) -> _Dev:
@@ -655,7 +650,7 @@ def _prep_bce(logits, target, reduction, name_t="target"):
 def _launch_bce(x, t, tfloat, tcode, pos_weight, *, probs=False, grad=False, stats=False,
                 threshold=0.0, reduction="mean", g=None, loss_out=None, bins=0):
     cp, cu = _modules()
-    pwd = _as_dev(pos_weight, "pos_weight") if _on_device(pos_weight) else None
+    pwd = _as_dev(pos_weight, "pos_weight") if interop.on_gpu(pos_weight) else None
     dev = _one_device(x, t, pwd)
     with cp.cuda.Device(dev):
         pw, pwi = _dev_pos_weight(pos_weight, x.shape)
@@ -719,7 +714,7 @@ def evaluate_binary(logits, target, *, pos_weight=None, threshold=0.0, bins=20, 
 
 
 # ------------------------------------------------------------------------------------------------
-# Metrics on the device (called from lossdiag._stats.Metrics)
+# Metrics on the device (called from lossdiag.core.metrics.Metrics)
 # ------------------------------------------------------------------------------------------------
 class _MetricsDelta:
     """Sums of the GPU batches added since the last synchronisation (same slab layout)."""
@@ -749,7 +744,7 @@ def metrics_options(m, logits) -> tuple[dict, dict]:
         with cp.cuda.Device(dev):
             for d, k in ((opts, "weight"), (bopts, "pos_weight")):
                 v = d.get(k)
-                if v is not None and not _on_device(v):
+                if v is not None and not interop.on_gpu(v):
                     a = np.asarray(v, dtype=np.float64)
                     pinned = cupyx.empty_pinned(a.shape, np.float64)
                     pinned[...] = a

@@ -1,8 +1,8 @@
 """CPU backend: NumPy arrays in, compiled kernels (lossdiag._core) run with the GIL released.
 
 CPU torch tensors are read as zero-copy NumPy views (V.as_cpu_array -> _interop), and array
-results for torch logits come back as torch tensors over the same memory (_interop.like_input).
-bfloat16 logits and float targets arrive under _interop.BF16 (or ml_dtypes' bfloat16) and are
+results for torch logits come back as torch tensors over the same memory (interop.like_input).
+bfloat16 logits and float targets arrive under interop.BF16 (or ml_dtypes' bfloat16) and are
 handed to the kernels as dtype code 3; they are computed in float32, like float16.
 """
 
@@ -13,29 +13,30 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, _interop
-from . import _validate as V
-from ._stats import BatchStats
+from .. import _core
+from . import interop
+from . import validate as V
+from .results import BatchStats
 
 
 def _check_logits(x: np.ndarray) -> None:
-    if not _interop.is_bf16(x.dtype):
+    if not interop.is_bf16(x.dtype):
         V.check_dtype_logits(x)
 
 
 def _xcode(dtype) -> int:
     """The kernels' dtype code of float logits or float targets (bfloat16 included)."""
-    return _interop.BF16_CODE if _interop.is_bf16(dtype) else V.logit_code(dtype)
+    return interop.BF16_CODE if interop.is_bf16(dtype) else V.logit_code(dtype)
 
 
 def _check_target(t: np.ndarray, lay: V.Layout) -> tuple[bool, int]:
-    if _interop.is_bf16(t.dtype):  # bfloat16 class probabilities (a uint16 view: not labels)
+    if interop.is_bf16(t.dtype):  # bfloat16 class probabilities (a uint16 view: not labels)
         if tuple(t.shape) != lay.shape:
             raise ValueError(
                 f"target: float (class-probability) targets must have the shape of logits "
                 f"{lay.shape}, got {tuple(t.shape)}; integer class labels must have shape "
                 f"{lay.target_shape}")
-        return True, _interop.BF16_CODE
+        return True, interop.BF16_CODE
     return V.check_target(t, lay)
 
 
@@ -55,7 +56,7 @@ def _grad_out(out, x, **inputs):
     input other than the logits themselves)."""
     if out is None:
         return np.empty_like(x)
-    return V.check_out(_interop.out_array(out), x,
+    return V.check_out(interop.out_array(out), x,
                        inputs={k: v for k, v in inputs.items() if v is not None})
 
 
@@ -125,7 +126,7 @@ def cross_entropy(logits, target, *, axis=1, weight=None, ignore_index=-100, lab
     from_logits = V.check_flag(from_logits, "from_logits")
     lo = _loss_out(x, lay, reduction)
     r = _call_ce(x, t, lay, soft, tcode, w, ign, eps, probs=not from_logits, loss_out=lo)
-    return _interop.like_input(logits, _reduce(r, lay, soft, eps, reduction, lo))
+    return interop.like_input(logits, _reduce(r, lay, soft, eps, reduction, lo))
 
 
 def cross_entropy_grad(logits, target, *, axis=1, weight=None, ignore_index=-100,
@@ -138,8 +139,8 @@ def cross_entropy_grad(logits, target, *, axis=1, weight=None, ignore_index=-100
     lo = _loss_out(x, lay, reduction)
     r = _call_ce(x, t, lay, soft, tcode, w, ign, eps, probs=not from_logits, grad=True,
                  gscale=gs, g=g, loss_out=lo)
-    return (_interop.like_input(logits, _reduce(r, lay, soft, eps, reduction, lo)),
-            _interop.like_input(logits, g, out))
+    return (interop.like_input(logits, _reduce(r, lay, soft, eps, reduction, lo)),
+            interop.like_input(logits, g, out))
 
 
 def accuracy(logits, target, *, axis=1, top_k=1, ignore_index=-100):
@@ -161,8 +162,8 @@ def _prep_bce(logits, target, reduction, name_t="target"):
     if t.shape != x.shape:
         raise ValueError(f"{name_t}: shape {t.shape} does not match logits {x.shape}")
     dt = np.dtype(t.dtype)
-    if _interop.is_bf16(dt):
-        tfloat, tcode = True, _interop.BF16_CODE
+    if interop.is_bf16(dt):
+        tfloat, tcode = True, interop.BF16_CODE
     elif dt.kind == "f":
         if dt not in (np.float16, np.float32, np.float64):
             raise TypeError(f"{name_t}: dtype {dt.name} is not supported")
@@ -204,7 +205,7 @@ def binary_cross_entropy(logits, target, *, pos_weight=None, reduction="mean", f
     if reduction == "none":
         lo = np.empty(x.shape, np.float64 if x.dtype == np.float64 else np.float32)
     r = _call_bce(x, t, tfloat, tcode, pw, pwi, probs=not from_logits, loss_out=lo)
-    return _interop.like_input(logits, _bce_reduce(r, x.size, reduction, lo))
+    return interop.like_input(logits, _bce_reduce(r, x.size, reduction, lo))
 
 
 def binary_cross_entropy_grad(logits, target, *, pos_weight=None, reduction="mean",
@@ -219,8 +220,8 @@ def binary_cross_entropy_grad(logits, target, *, pos_weight=None, reduction="mea
     gs = 1.0 / x.size if reduction == "mean" and x.size else 1.0
     r = _call_bce(x, t, tfloat, tcode, pw, pwi, probs=not from_logits, grad=True, gscale=gs, g=g,
                   loss_out=lo)
-    return (_interop.like_input(logits, _bce_reduce(r, x.size, reduction, lo)),
-            _interop.like_input(logits, g, out))
+    return (interop.like_input(logits, _bce_reduce(r, x.size, reduction, lo)),
+            interop.like_input(logits, g, out))
 
 
 def binary_accuracy(logits, target, *, threshold=0.0):
@@ -257,7 +258,7 @@ def evaluate(logits, target, *, axis=1, weight=None, ignore_index=-100, label_sm
                  gscale=gs, g=g, ks=ks, bins=bins, arrays=arrays, per_sample=bool(per_sample),
                  sample_arrays=sample)
     return BatchStats.from_kernel(r, arrays, sample, C=C, bins=bins, ks=ks, eps=eps, soft=soft,
-                                  E=lay.E, grad=_interop.like_input(logits, g, out),
+                                  E=lay.E, grad=interop.like_input(logits, g, out),
                                   binary=False)
 
 
@@ -278,7 +279,7 @@ def evaluate_binary(logits, target, *, pos_weight=None, threshold=0.0, bins=20, 
     r = _call_bce(x, t, tfloat, tcode, pw, pwi, grad=grad, stats=True, threshold=threshold,
                   gscale=gs, g=g, bins=bins, arrays=arrays)
     return BatchStats.from_binary_kernel(r, arrays, bins=bins, E=x.size,
-                                         grad=_interop.like_input(logits, g, out))
+                                         grad=interop.like_input(logits, g, out))
 
 
 def mem_read(a: Any) -> float:

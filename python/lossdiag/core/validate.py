@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _interop
+from . import interop
 
 REDUCTIONS = ("mean", "sum", "none")
 PROB_EPS = 1e-7  # clip for from_logits=False, as Keras
@@ -72,7 +72,7 @@ def as_cpu_array(x: Any, name: str) -> np.ndarray:
         return x
     if x is None:
         raise TypeError(f"{name}: expected an array, got None")
-    arr = _interop.to_numpy(x, name)  # framework tensors: zero-copy view (see _interop)
+    arr = interop.to_numpy(x, name)  # framework tensors: zero-copy view (see _interop)
     if arr is not None:
         return arr
     try:

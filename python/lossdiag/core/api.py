@@ -11,25 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from . import _cpu, _interop
-from . import _validate as V
-from ._stats import BatchStats
-
-_DLPACK_CUDA = (2, 3, 13)  # kDLCUDA, kDLCUDAHost, kDLCUDAManaged
-
-
-def _on_gpu(x: Any) -> bool:
-    if x is None or type(x).__module__ == "numpy":
-        return False
-    if hasattr(x, "__cuda_array_interface__"):
-        return True
-    dev = getattr(x, "__dlpack_device__", None)
-    if dev is not None:
-        try:
-            return int(dev()[0]) in _DLPACK_CUDA
-        except Exception:
-            return False
-    return False
+from . import cpu, interop
+from . import validate as V
+from .results import BatchStats
 
 
 def _host_scalar(x: Any) -> bool:
@@ -40,20 +24,20 @@ def _host_scalar(x: Any) -> bool:
 def _backend(**arrays: Any):
     """Return the backend module for these arrays; refuse mixed devices (a host scalar pos_weight
     goes with either)."""
-    on = {name: _on_gpu(a) for name, a in arrays.items()
+    on = {name: interop.on_gpu(a) for name, a in arrays.items()
           if a is not None and not (name == "pos_weight" and _host_scalar(a))}
     if not any(on.values()):
-        return _cpu
+        return cpu
     if not all(on.values()):
         gpu = sorted(k for k, v in on.items() if v)
-        cpu = sorted(k for k, v in on.items() if not v)
+        host = sorted(k for k, v in on.items() if not v)
         raise ValueError(
-            f"mixed devices: {', '.join(gpu)} on the GPU but {', '.join(cpu)} on the CPU; "
+            f"mixed devices: {', '.join(gpu)} on the GPU but {', '.join(host)} on the CPU; "
             "move them to one device first"
         )
-    from . import _gpu  # noqa: PLC0415 - imported only when a GPU array is seen
+    from . import cuda  # noqa: PLC0415 - imported only when a GPU array is seen
 
-    return _gpu
+    return cuda
 
 
 def cross_entropy(logits: Any, target: Any, *, axis: int = 1, weight: Any = None,
@@ -89,7 +73,7 @@ def cross_entropy(logits: Any, target: Any, *, axis: int = 1, weight: Any = None
         >>> round(lossdiag.cross_entropy(x, np.array([0, 2])), 6)
         0.175456
     """
-    _interop.refuse_graph(logits, "cross_entropy", "cross_entropy")
+    interop.refuse_graph(logits, "cross_entropy", "cross_entropy")
     from_logits = V.check_flag(from_logits, "from_logits")
     return _backend(logits=logits, target=target, weight=weight).cross_entropy(
         logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
@@ -134,7 +118,7 @@ def binary_cross_entropy(logits: Any, target: Any, *, pos_weight: Any = None,
         >>> round(lossdiag.binary_cross_entropy(np.array([0.0, 2.0]), np.array([1.0, 0.0])), 6)
         1.410038
     """
-    _interop.refuse_graph(logits, "binary_cross_entropy", "binary_cross_entropy_with_logits")
+    interop.refuse_graph(logits, "binary_cross_entropy", "binary_cross_entropy_with_logits")
     from_logits = V.check_flag(from_logits, "from_logits")
     return _backend(logits=logits, target=target, pos_weight=pos_weight).binary_cross_entropy(
         logits, target, pos_weight=pos_weight, reduction=reduction, from_logits=from_logits)

@@ -113,3 +113,21 @@ def like_input(ref: Any, arr: Any, out: Any = None) -> Any:
     if is_bf16(arr.dtype):
         return torch.from_numpy(arr.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(arr)
+
+
+_DLPACK_CUDA = (2, 3, 13)  # kDLCUDA, kDLCUDAHost, kDLCUDAManaged
+
+
+def on_gpu(x: Any) -> bool:
+    """Whether ``x`` lives on a CUDA device (CuPy, ``__cuda_array_interface__``, CUDA DLPack)."""
+    if x is None or type(x).__module__ == "numpy":
+        return False
+    if hasattr(x, "__cuda_array_interface__"):
+        return True
+    dev = getattr(x, "__dlpack_device__", None)
+    if dev is not None:
+        try:
+            return int(dev()[0]) in _DLPACK_CUDA
+        except Exception:
+            return False
+    return False
