@@ -2,7 +2,7 @@
 performance targets (PASS/MISS, ``--strict`` fails on a missed one); see bench/README.md."""
 import sys
 
-from lossdiag._bench import main
+from lossdiag.benchmark import main
 
 if __name__ == "__main__":
     sys.exit(main(developer=True))

@@ -49,7 +49,7 @@ except ImportError:  # running from a source checkout without an install
 import lossdiag.torch as ldt
 import torch
 from lossdiag import _core
-from lossdiag._bench import OtherLoad, machine_info, measure_paired
+from lossdiag.benchmark import OtherLoad, machine_info, measure_paired
 from torch import nn
 
 VARIANTS = ("torch", "lossdiag", "lossdiag inplace")
@@ -113,7 +113,7 @@ def bench_loss(shape: tuple[int, ...], rounds: int, warmup: int) -> dict[str, An
     fns["kernel (NumPy, out=)"] = lambda: ld.cross_entropy_grad(xn, yn, ignore_index=255,
                                                                 out=gbuf)
     fns["read+write floor"] = lambda: _core.mem_copy(dst, xn)
-    # In alternation, as lossdiag._bench.measure_paired, with the fresh logits made before each
+    # In alternation, as lossdiag.benchmark.measure_paired, with the fresh logits made before each
     # torch-level call outside the timed region.
     times: dict[str, list[float]] = {n: [] for n in fns}
     names = list(fns)

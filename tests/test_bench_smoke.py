@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 ld = pytest.importorskip("lossdiag")
-bench = pytest.importorskip("lossdiag._bench")
+bench = pytest.importorskip("lossdiag.benchmark")
 
 TINY = ["--quick", "--tiny", "--repeats", "1"]
 
@@ -115,21 +115,21 @@ def test_wrong_kernel_is_caught(monkeypatch: pytest.MonkeyPatch, name: str, wrap
 
 def test_wrong_confidence_sums_are_caught(monkeypatch: pytest.MonkeyPatch) -> None:
     """evaluate's reliability sums are checked too: doubling them fails the run (exit status 2)."""
-    real = bench.stats_to_eval
+    real = bench.runner.stats_to_eval
 
     def doubled(stats: Any) -> Any:
         r = real(stats)
         r.conf_sum = np.asarray(r.conf_sum) * 2.0
         return r
 
-    monkeypatch.setattr(bench, "stats_to_eval", doubled)
+    monkeypatch.setattr(bench.runner, "stats_to_eval", doubled)
     assert bench.main([*TINY, "--cases", "cls", "--no-torch"]) == 2
 
 
 def test_numpy_reference_matches_float64() -> None:
     """The NumPy baseline itself is right (float64 brute force on a small NCHW batch)."""
     rng = np.random.default_rng(1)
-    x, t = bench.make_segmentation(rng, (2, 4, 5, 6))
+    x, t = bench.cases.make_segmentation(rng, (2, 4, 5, 6))
     x64 = x.astype(np.float64)
     p = np.exp(x64) / np.exp(x64).sum(1, keepdims=True)
     valid = t != 255
@@ -137,13 +137,13 @@ def test_numpy_reference_matches_float64() -> None:
     ii, jj, kk = np.nonzero(valid)
     ptrue = p[ii, t[valid].astype(int), jj, kk]
     want = -np.log(ptrue).mean()
-    assert bench.np_cross_entropy(x, t, 1, 255) == pytest.approx(want, rel=1e-5)
-    loss, grad = bench.np_cross_entropy_grad(x, t, 1, 255)
+    assert bench.reference.np_cross_entropy(x, t, 1, 255) == pytest.approx(want, rel=1e-5)
+    loss, grad = bench.reference.np_cross_entropy_grad(x, t, 1, 255)
     assert loss == pytest.approx(want, rel=1e-5)
     g = p * valid[:, None]
     g[ii, t[valid].astype(int), jj, kk] -= 1.0
     np.testing.assert_allclose(grad, g / valid.sum(), atol=1e-7)
-    ev = bench.np_evaluate(x, t, 1, 255, 10)
+    ev = bench.reference.np_evaluate(x, t, 1, 255, 10)
     assert ev.count == valid.sum() and ev.confusion.sum() == valid.sum()
     assert ev.conf_hist.sum() == ev.true_prob_hist.sum() == ev.margin_hist.sum() == valid.sum()
     conf = p.max(1)[valid]
@@ -167,7 +167,7 @@ class _Clock:
 @pytest.fixture
 def clock(monkeypatch: pytest.MonkeyPatch) -> _Clock:
     c = _Clock()
-    monkeypatch.setattr(bench, "time", c)
+    monkeypatch.setattr(bench.timing, "time", c)
     return c
 
 
@@ -189,7 +189,7 @@ class _Calls:
 def test_measure_counts_without_minimum_times(clock: _Clock) -> None:
     """Without minimum times: exactly `warmup` untimed and `repeats` timed calls."""
     f = _Calls(clock, MS2)
-    times, first = bench.measure(f, repeats=5, warmup=2)
+    times, first = bench.timing.measure(f, repeats=5, warmup=2)
     assert len(times) == 5 and f.n == 7 and first == 1
     assert times == pytest.approx([MS2 * 1e3] * 5)  # ms of the fake clock
 
@@ -201,7 +201,7 @@ MS2 = 2.0**-9  # ~1.95 ms
 def test_measure_minimum_times(clock: _Clock) -> None:
     """Warm-up and timed calls continue until their minimum times are reached."""
     f = _Calls(clock, MS2)
-    times, _ = bench.measure(f, repeats=2, warmup=1, min_warmup_s=0.02, min_time_s=0.03)
+    times, _ = bench.timing.measure(f, repeats=2, warmup=1, min_warmup_s=0.02, min_time_s=0.03)
     # 20 ms of 1.95 ms calls: 11 warm-up calls; then timed calls until 30 ms: 16.
     assert f.n - len(times) == 11
     assert len(times) == 16 and sum(times) >= 30.0
@@ -210,14 +210,14 @@ def test_measure_minimum_times(clock: _Clock) -> None:
 def test_measure_call_cap(clock: _Clock) -> None:
     """A fast function with a long minimum time stops at MAX_CALLS_PER_REPEAT * repeats."""
     f = _Calls(clock, 1e-6)
-    times, _ = bench.measure(f, repeats=3, warmup=0, min_time_s=60.0)
-    assert len(times) == bench.MAX_CALLS_PER_REPEAT * 3
+    times, _ = bench.timing.measure(f, repeats=3, warmup=0, min_time_s=60.0)
+    assert len(times) == bench.timing.MAX_CALLS_PER_REPEAT * 3
 
 
 def test_measure_paired_rounds_and_warmup(clock: _Clock) -> None:
     """Paired timing: `rounds` timed calls of each function after a timed warm-up."""
     a, b = _Calls(clock, MS2), _Calls(clock, 2 * MS2)
-    t = bench.measure_paired({"a": a, "b": b}, rounds=4, warmup=1, min_warmup_s=0.02)
+    t = bench.timing.measure_paired({"a": a, "b": b}, rounds=4, warmup=1, min_warmup_s=0.02)
     assert [len(v) for v in t.values()] == [4, 4]
     # Warm-up rounds take 5.86 ms each: 4 of them reach 20 ms; then 4 timed rounds.
     assert a.n == b.n == 4 + 4
@@ -234,5 +234,5 @@ def test_measure_paired_alternates_order(clock: _Clock) -> None:
             clock.now += MS2
         return g
 
-    bench.measure_paired({"a": f("a"), "b": f("b")}, rounds=2, warmup=1)
+    bench.timing.measure_paired({"a": f("a"), "b": f("b")}, rounds=2, warmup=1)
     assert order == ["a", "b", "b", "a", "a", "b"]

@@ -15,7 +15,8 @@ def _walk(pkg: str) -> list[str]:
 
 
 MODULES = (["lossdiag"] + _walk("lossdiag.core") + _walk("lossdiag.history")
-           + _walk("lossdiag.diagnosis") + _walk("lossdiag.landscape") + _walk("lossdiag.demo"))
+           + _walk("lossdiag.diagnosis") + _walk("lossdiag.landscape") + _walk("lossdiag.demo")
+           + _walk("lossdiag.benchmark"))
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -16,9 +16,9 @@ def _info(args: argparse.Namespace) -> int:
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from . import _bench
+    from . import benchmark
 
-    return int(_bench.main(args.rest) or 0)
+    return int(benchmark.main(args.rest) or 0)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,9 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if args_list[:1] == ["bench"]:  # the benchmark parses its own options
-        from . import _bench
+        from . import benchmark
 
-        return int(_bench.main(args_list[1:]) or 0)
+        return int(benchmark.main(args_list[1:]) or 0)
     parser = build_parser()
     args = parser.parse_args(args_list)
     if not getattr(args, "command", None):
