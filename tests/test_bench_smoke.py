@@ -24,8 +24,8 @@ def test_bench_runs_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
     data = json.loads(out.read_text())
     rows = data["results"]
-    assert {r["case"] for r in rows} == {"nchw", "nhwc", "cls"}
-    for case in ("nchw", "nhwc", "cls"):
+    assert {r["case"] for r in rows} == {"nchw", "nhwc", "cls", "head", "vocab"}
+    for case in ("nchw", "nhwc", "cls", "head", "vocab"):
         funcs = {(r["function"], r["impl"]) for r in rows if r["case"] == case}
         for f in ("cross_entropy", "accuracy", "cross_entropy_grad", "evaluate"):
             assert (f, "numpy") in funcs and (f, "lossdiag") in funcs
@@ -35,12 +35,13 @@ def test_bench_runs_and_checks(tmp_path: Path, capsys: pytest.CaptureFixture[str
     for r in rows:
         assert r["median_ms"] > 0 and np.isfinite(r["gbps"])
     assert len([t for t in data["targets"] if t["official"]]) == 6
-    for case in ("nchw", "nhwc", "cls"):  # alternating timings behind the self-relative targets
+    for case in ("nchw", "nhwc", "cls", "head", "vocab"):  # behind the self-relative targets
         pt = data["paired"][case]
         assert set(pt) == {"read limit", "cross_entropy", "evaluate"}
         assert len({len(v) for v in pt.values()}) == 1 and all(min(v) > 0 for v in pt.values())
     paired_targets = [t for t in data["targets"] if t["text"].endswith(", paired")]
-    assert len(paired_targets) == 6 and all(t["value"] > 0 for t in paired_targets)
+    assert len(paired_targets) == 10 and all(t["value"] > 0 for t in paired_targets)
+    assert data["notes"] == {case: [] for case in ("nchw", "nhwc", "cls", "head", "vocab")}
     assert data["machine"]["threads"] == 1
 
     text = capsys.readouterr().out
@@ -74,6 +75,59 @@ def test_user_bench_ends_with_a_summary(capsys: pytest.CaptureFixture[str]) -> N
     assert "checked against NumPy" in last[summary + 2]
     assert "bench/" not in out + cap.err  # the user has no bench/ folder
     assert "[nchw] cross_entropy" not in cap.err  # one progress line per case, not per timing
+
+
+def test_new_cases_have_their_read_limit(tmp_path: Path,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """--cases head,vocab: each case is timed against NumPy and its own read limit; the presets
+    hold the shapes the performance issue asks for."""
+    out = tmp_path / "bench.json"
+    assert bench.main([*TINY, "--cases", "vocab,head", "--no-torch", "--json", str(out)]) == 0
+    rows = json.loads(out.read_text())["results"]
+    for case in ("head", "vocab"):
+        funcs = {(r["function"], r["impl"]) for r in rows if r["case"] == case}
+        assert any(f == "read limit" for f, _ in funcs)
+        assert ("evaluate", "numpy") in funcs and ("evaluate", "lossdiag") in funcs
+        limit = [r for r in rows if r["case"] == case and r["function"] == "cross_entropy"]
+        assert all(r["frac_limit"] > 0 for r in limit)
+    text = capsys.readouterr().out
+    assert text.index("classification head") < text.index("language-model vocabulary")
+    assert bench.cases.PRESETS["full"]["vocab"] == (1024, 32000)
+    assert bench.cases.PRESETS["full"]["head"] == bench.cases.PRESETS["quick"]["head"] \
+        == (1024, 1000)
+    assert bench.cases.PRESETS["full"]["seg"] == (8, 21, 512, 512)  # nhwc: (8, 512, 512, 21)
+
+
+def test_huge_confusion_matrix_skips_evaluate(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """A case whose (C, C) confusion matrix is too large (32000 classes: 8.2 GB) is timed without
+    evaluate, and the output says why in one line, in the summary, the details and the JSON."""
+    monkeypatch.setattr(bench.runner, "MAX_CONFUSION_BYTES", 8 * 100 * 100)  # tiny vocab: 320
+    out = tmp_path / "bench.json"
+    assert bench.main([*TINY, "--cases", "head,vocab", "--json", str(out)], developer=True) == 0
+    data = json.loads(out.read_text())
+    assert not [r for r in data["results"] if r["case"] == "vocab" and r["function"] == "evaluate"]
+    assert {r["function"] for r in data["results"] if r["case"] == "vocab"} == {
+        "read limit", "copy limit", "cross_entropy", "accuracy", "cross_entropy_grad"}
+    assert data["paired"]["vocab"].keys() == {"read limit", "cross_entropy"}
+    assert data["paired"]["head"].keys() == {"read limit", "cross_entropy", "evaluate"}
+    note = "evaluate not timed: its (320, 320) int64 confusion matrix is "
+    assert data["notes"]["head"] == [] and data["notes"]["vocab"][0].startswith(note)
+    by_text = {(t["case"], t["text"]): t for t in data["targets"]}
+    assert by_text[("vocab", "evaluate <= 1.5x the time of cross_entropy, paired")][
+        "status"] == "n/a"
+    assert by_text[("vocab", "evaluate >= 40x faster than the NumPy chain")]["status"] == "n/a"
+    dev = capsys.readouterr().out
+    assert f"case vocab: {note}" in dev and len([x for x in dev.splitlines() if note in x]) == 1
+
+    from lossdiag import cli
+
+    assert cli.main(["bench", *TINY, "--cases", "vocab", "--no-torch"]) == 0
+    user = capsys.readouterr().out
+    lines = [x for x in user.splitlines() if note in x]
+    assert len(lines) == 1 and lines[0].startswith("  evaluate not timed")
+    assert "loss, accuracy, confusion matrix" not in user  # no evaluate row
+    assert "Summary: median speed-up" in user
 
 
 def test_user_bench_help_is_self_contained(capsys: pytest.CaptureFixture[str]) -> None:

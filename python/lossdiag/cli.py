@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     if demo is not None:
         demo.add_parser(sub)
     sp = sub.add_parser("bench", help="time lossdiag against NumPy and PyTorch on this machine "
-                        "(--quick: about 20 s; lossdiag bench --help)", add_help=False)
+                        "(--quick: about 30 s; lossdiag bench --help)", add_help=False)
     sp.add_argument("rest", nargs=argparse.REMAINDER)
     sp.set_defaults(func=_bench)
     return p

@@ -14,20 +14,25 @@ import numpy as np
 # single-threaded stretch (the NumPy baseline) or an idle one can run ~15 % slower for ~0.2 s
 # while the idle vCPU comes back (bench/README.md), which a fixed count of fast calls does not
 # cover, and the median of a few fast calls samples only ~0.1 s of a machine whose speed drifts.
+# "head" is the same shape in quick and full: a (1024, 1000) float32 classification head is 4 MB
+# and stays in cache, as in a training loop that calls the metrics thousands of times.
 PRESETS: dict[str, dict[str, Any]] = {
-    "full": {"seg": (8, 21, 512, 512), "cls": (65536, 1000), "repeats": 7, "warmup": 1,
-             "min_warmup_s": 0.5, "min_time_s": 1.0},
-    "quick": {"seg": (4, 21, 256, 256), "cls": (16384, 1000), "repeats": 3, "warmup": 1,
-              "min_warmup_s": 0.2, "min_time_s": 0.3},
-    "tiny": {"seg": (2, 5, 16, 24), "cls": (96, 10), "repeats": 2, "warmup": 1,
-             "min_warmup_s": 0.0, "min_time_s": 0.0},
+    "full": {"seg": (8, 21, 512, 512), "cls": (65536, 1000), "head": (1024, 1000),
+             "vocab": (1024, 32000), "repeats": 7, "warmup": 1, "min_warmup_s": 0.5,
+             "min_time_s": 1.0},
+    "quick": {"seg": (4, 21, 256, 256), "cls": (16384, 1000), "head": (1024, 1000),
+              "vocab": (256, 32000), "repeats": 3, "warmup": 1, "min_warmup_s": 0.2,
+              "min_time_s": 0.3},
+    "tiny": {"seg": (2, 5, 16, 24), "cls": (96, 10), "head": (16, 12), "vocab": (8, 320),
+             "repeats": 2, "warmup": 1, "min_warmup_s": 0.0, "min_time_s": 0.0},
 }
-CASES = ("nchw", "nhwc", "cls")
+CASES = ("nchw", "nhwc", "cls", "head", "vocab")  # in the order they run
 SEG_IGNORE = 255
 CLS_IGNORE = -100
 # What the user summary calls each case.
 CASE_NAMES = {"nchw": "segmentation, channels first", "nhwc": "segmentation, channels last",
-              "cls": "classification"}
+              "cls": "classification", "head": "classification head, in cache",
+              "vocab": "language-model vocabulary"}
 
 
 @dataclass
@@ -85,7 +90,13 @@ def make_classification(rng: np.random.Generator,
 
 
 def iter_cases(preset: dict[str, Any], names: list[str], seed: int):  # noqa: ANN202
-    """Yield the requested cases one at a time (NHWC is built from NCHW, which is then freed)."""
+    """Yield the requested cases one at a time (NHWC is built from NCHW, which is then freed).
+
+    >>> for case in iter_cases(PRESETS["tiny"], ["head", "vocab"], seed=0):
+    ...     print(case.title)
+    head (16, 12) float32 axis=1, labels int64, ignore_index=-100
+    vocab (8, 320) float32 axis=1, labels int64, ignore_index=-100
+    """
     rng = np.random.default_rng(seed)
     if "nchw" in names or "nhwc" in names:
         logits, labels = make_segmentation(rng, preset["seg"])
@@ -98,6 +109,8 @@ def iter_cases(preset: dict[str, Any], names: list[str], seed: int):  # noqa: AN
             del nhwc
         else:
             del logits
-    if "cls" in names:
-        logits, labels = make_classification(rng, preset["cls"])
-        yield Case("cls", logits, labels, 1, CLS_IGNORE)
+    for name in ("cls", "head", "vocab"):  # (N, C) rows with int64 labels, built like "cls"
+        if name in names:
+            logits, labels = make_classification(rng, preset[name])
+            yield Case(name, logits, labels, 1, CLS_IGNORE)
+            del logits, labels

@@ -99,8 +99,8 @@ def format_markdown(rows: list[Row]) -> str:
 
 def format_header(info: dict[str, Any], titles: list[str], preset: str, repeats: int,
                   warmup: int, markdown: bool, min_time: float = 0.0,
-                  min_warmup: float = 0.0) -> str:
-    """Machine and configuration description."""
+                  min_warmup: float = 0.0, notes: dict[str, list[str]] | None = None) -> str:
+    """Machine and configuration description; ``notes`` (case -> lines) follow their case."""
     ldi = info["lossdiag"]
     items = [
         f"CPU: {info['cpu']} ({info['logical_cpus']} logical CPUs; "
@@ -111,7 +111,10 @@ def format_header(info: dict[str, Any], titles: list[str], preset: str, repeats:
         f"NumPy {info['numpy']}, torch {info['torch'] or 'not installed'}",
         f"preset {preset}: median of >= {repeats} timed calls and >= {min_time:g} s of them, "
         f"after >= {warmup} warm-up calls and >= {min_warmup:g} s of them",
-    ] + [f"case {s}" for s in titles]
+    ]
+    for title in titles:
+        name = title.split(" ", 1)[0]
+        items += [f"case {title}"] + [f"case {name}: {n}" for n in (notes or {}).get(name, [])]
     busy = info.get("busy_cpus_before_run")
     if busy is not None and busy > 0.3:
         items.append(f"WARNING: ~{busy:.1f} CPUs were busy with other work; timings unreliable")
@@ -132,9 +135,10 @@ def format_paired(paired: dict[str, dict[str, list[float]]], markdown: bool) -> 
             continue
         meds = ", ".join(f"{n} {np.median(v):.2f} ms" for n, v in pt.items())
         r_read = paired_ratio(pt, "cross_entropy", "read limit")
-        r_ev = paired_ratio(pt, "evaluate", "cross_entropy")
-        s = (f"[{case}] {meds}; cross_entropy / read {r_read:.2f}, "
-             f"evaluate / cross_entropy {r_ev:.2f} ({len(pt['evaluate'])} rounds)")
+        s = f"[{case}] {meds}; cross_entropy / read {r_read:.2f}"
+        if "evaluate" in pt:  # not timed where the confusion matrix is too large
+            s += f", evaluate / cross_entropy {paired_ratio(pt, 'evaluate', 'cross_entropy'):.2f}"
+        s += f" ({len(pt['cross_entropy'])} rounds)"
         lines.append(("- " if markdown else "") + s)
     return "\n".join(lines)
 
@@ -171,8 +175,12 @@ def _speedup(x: float | None) -> str:
 
 def format_summary(rows: list[Row], info: dict[str, Any], cases: Sequence[str], preset: str,
                    elapsed: float, markdown: bool = False,
-                   case_titles: Sequence[str] = ()) -> str:
-    """The end of ``lossdiag bench``: what was measured, speed-ups, and on which machine."""
+                   case_titles: Sequence[str] = (),
+                   notes: dict[str, list[str]] | None = None) -> str:
+    """The end of ``lossdiag bench``: what was measured, speed-ups, and on which machine.
+
+    ``notes`` (case -> lines, e.g. a function that was not timed and why) follow the case's table.
+    """
 
     def med(case: str, function: str, impl: str) -> float | None:
         for r in rows:
@@ -216,6 +224,9 @@ def format_summary(rows: list[Row], info: dict[str, Any], cases: Sequence[str], 
             lines += ["  " + "  ".join(c.ljust(w) if i < 2 else c.rjust(w)
                                        for i, (c, w) in enumerate(zip(r, widths)))
                       for r in table]
+        case_notes = (notes or {}).get(case, [])
+        if case_notes:
+            lines += ([""] + case_notes) if markdown else ["  " + n for n in case_notes]
         lines.append("")
 
     def span(v: list[float], other: str) -> str:

@@ -109,7 +109,7 @@ def evaluate_targets(rows: list[Row], cases: Sequence[str],
         pt = (paired or {}).get(case)
         if pt:
             ce_read = paired_ratio(pt, "cross_entropy", "read limit")
-            ev_ce = paired_ratio(pt, "evaluate", "cross_entropy")
+            ev_ce = paired_ratio(pt, "evaluate", "cross_entropy") if "evaluate" in pt else None
             how = ", paired"
         else:
             ce_read = ratio(ce, min(limits) if limits else None)
