@@ -294,6 +294,34 @@ def test_reset(backend):
     assert_compute_equal(m.compute(), feed(fresh, bs[:1], backend).compute(), 0)
 
 
+def test_results_are_not_views_of_the_state():
+    """update adds into the state in place: what compute, state_dict and update returned before
+    must not change with later batches (binary and imagewise states included)."""
+    C = 3
+    bs = batches(n=2, C=C, shape=(2, 3, 4, 4), seed=90)
+    for kw in ({}, {"imagewise": True}):
+        m = ld.Metrics(C, **kw)
+        s = m.update(*bs[0])
+        got, st = m.compute(), m.state_dict()
+        copies = [{k: np.array(v, copy=True) for k, v in d.items() if isinstance(v, np.ndarray)}
+                  for d in (got, st)]
+        batch = {k: np.array(getattr(s, k), copy=True) for k in ("confusion", "conf_hist")}
+        m.update(*bs[1])
+        for d, c in zip((got, st), copies):
+            for k, v in c.items():
+                np.testing.assert_array_equal(d[k], v, err_msg=k)
+        for k, v in batch.items():
+            np.testing.assert_array_equal(getattr(s, k), v, err_msg=k)
+    xb = np.random.default_rng(0).normal(size=(4, 5))
+    mb = ld.Metrics(2, binary=True)
+    mb.update(xb, xb > 0)
+    got = mb.compute()
+    before = {k: np.array(got[k], copy=True) for k in ("prob_hist", "confusion", "conf_hist")}
+    mb.update(xb, xb > 0)
+    for k, v in before.items():
+        np.testing.assert_array_equal(got[k], v, err_msg=k)
+
+
 # ------------------------------------------------------------------------------------------------
 # mIoU conventions
 # ------------------------------------------------------------------------------------------------

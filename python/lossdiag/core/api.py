@@ -21,9 +21,17 @@ def _host_scalar(x: Any) -> bool:
     return isinstance(x, (int, float, np.generic)) or (isinstance(x, np.ndarray) and x.ndim == 0)
 
 
+_HOST_TYPES = (np.ndarray, type(None))
+
+
 def _backend(**arrays: Any):
     """Return the backend module for these arrays; refuse mixed devices (a host scalar pos_weight
     goes with either)."""
+    for a in arrays.values():
+        if type(a) not in _HOST_TYPES:
+            break
+    else:  # NumPy arrays and absent options only: the CPU, with nothing to ask
+        return cpu
     on = {name: interop.on_gpu(a) for name, a in arrays.items()
           if a is not None and not (name == "pos_weight" and _host_scalar(a))}
     if not any(on.values()):

@@ -24,8 +24,16 @@ BF16 = np.dtype(np.uint16, metadata={"lossdiag": "bfloat16"})
 BF16_CODE = 3  # the kernels' dtype code (cpp/common.h DType::BF16, as the CUDA backend)
 
 
+# NumPy's own objects for its builtin numeric dtypes (what arrays of those types carry) are never
+# bfloat16: they are recognised by identity, without building a dtype and looking up its name.
+_BUILTIN = tuple(np.dtype(c) for c in "?bBhHiIlLqQefdgFDG")
+_BUILTIN_IDS = frozenset(id(d) for d in _BUILTIN)
+
+
 def is_bf16(dtype: Any) -> bool:
     """True for the tagged uint16 dtype and for ml_dtypes' bfloat16."""
+    if id(dtype) in _BUILTIN_IDS:
+        return False
     dt = np.dtype(dtype)
     md = dt.metadata
     if md is not None and md.get("lossdiag") == "bfloat16":

@@ -26,6 +26,8 @@ _SCALAR_KEYS = (
     "nll_sum", "smooth_sum", "weight_sum", "count", "ignored", "nonfinite", "nonfinite_rows",
     "true_prob_sum", "below_inv_e", "entropy_sum", "elements", "soft_batches", "hard_batches",
 )
+_BATCH_SCALARS = ("nll_sum", "smooth_sum", "weight_sum", "count", "ignored", "nonfinite",
+                  "nonfinite_rows", "true_prob_sum", "below_inv_e", "entropy_sum", "elements")
 _INT_SCALARS = ("count", "ignored", "nonfinite", "nonfinite_rows", "below_inv_e", "elements",
                 "soft_batches", "hard_batches")
 _ABSENT = ("nan", "zero", "one")
@@ -248,19 +250,17 @@ class Metrics:
 
             cuda.metrics_update(self, s)
             return
+        # In place: the state's arrays are this object's own (state_dict, merge and compute hand
+        # out copies or new arrays), and a new (C, C) array per batch would cost more than the
+        # evaluation for large C.
         st = self._state
         for k in _SUM_KEYS:
-            st[k] = st[k] + _host(getattr(s, k))
+            st[k] += _host(getattr(s, k))
         if self.binary:
-            st["prob_hist"] = st["prob_hist"] + _host(s.prob_hist)
-        st["nll_sum"] = st["nll_sum"] + s.nll_sum
-        st["smooth_sum"] = st["smooth_sum"] + s.smooth_sum
-        st["weight_sum"] = st["weight_sum"] + s.weight_sum
-        for k in ("count", "ignored", "nonfinite", "nonfinite_rows", "below_inv_e", "elements"):
+            st["prob_hist"] += _host(s.prob_hist)
+        for k in _BATCH_SCALARS:  # NumPy scalars: a new one is cheaper than an in-place add
             st[k] = st[k] + getattr(s, k)
-        st["true_prob_sum"] = st["true_prob_sum"] + s.true_prob_sum
-        st["entropy_sum"] = st["entropy_sum"] + s.entropy_sum
-        st["correct"] = st["correct"] + np.array([s.correct[k] for k in self.top_k], np.int64)
+        st["correct"] += [s.correct[k] for k in self.top_k]
         if self.imagewise:
             self._update_imagewise(s)
 
@@ -323,6 +323,8 @@ def _is_dask(x: Any) -> bool:
 
 
 def _host(x: Any) -> np.ndarray:
+    if type(x) is np.ndarray:
+        return x
     return x.get() if hasattr(x, "get") and not isinstance(x, np.ndarray) else np.asarray(x)
 
 
@@ -331,7 +333,8 @@ def derive(st: dict[str, Any], *, num_classes: int, bins: int, top_k: list[int],
            absent: str = "nan") -> dict[str, Any]:
     """Derived metrics from a state of sums (see `Metrics.compute`)."""
     C = num_classes
-    cm = np.asarray(st["confusion"], np.int64)
+    # np.array copies: arrays returned as they are must not be the state's (updated in place)
+    cm = np.array(st["confusion"], np.int64)
     tp = np.diag(cm).astype(np.float64)
     true_n = cm.sum(axis=1).astype(np.float64)
     pred_n = cm.sum(axis=0).astype(np.float64)
@@ -357,7 +360,7 @@ def derive(st: dict[str, Any], *, num_classes: int, bins: int, top_k: list[int],
     else:
         kappa = math.nan
 
-    conf_hist = np.asarray(st["conf_hist"], np.int64)
+    conf_hist = np.array(st["conf_hist"], np.int64)
     conf_correct = np.asarray(st["conf_correct"], np.int64)
     conf_sum = np.asarray(st["conf_sum"], np.float64)
     n_hist = conf_hist.sum()
@@ -368,7 +371,7 @@ def derive(st: dict[str, Any], *, num_classes: int, bins: int, top_k: list[int],
     ece = float((conf_hist[nz] / n_hist * gaps[nz]).sum()) if n_hist else math.nan
     mce = float(gaps[nz].max()) if n_hist else math.nan
 
-    margin_hist = np.asarray(st["margin_hist"], np.int64)
+    margin_hist = np.array(st["margin_hist"], np.int64)
     half = bins // 2
     nonneg = margin_hist[half:].sum() if not binary else margin_hist[half:].sum()
     small = margin_hist[half] if bins >= 2 else 0
@@ -396,7 +399,7 @@ def derive(st: dict[str, Any], *, num_classes: int, bins: int, top_k: list[int],
         "small_margin_correct_frac": float(small) / float(nonneg) if nonneg else math.nan,
         "reliability": {"bin_edges": edges, "confidence": bin_conf, "accuracy": bin_acc,
                         "count": conf_hist},
-        "true_prob_hist": np.asarray(st["true_prob_hist"], np.int64),
+        "true_prob_hist": np.array(st["true_prob_hist"], np.int64),
         "conf_hist": conf_hist, "margin_hist": margin_hist,
         "bin_edges": edges, "margin_bin_edges": np.linspace(-1.0, 1.0, bins + 1),
         "label_freq": true_n / total if total else np.full(C, np.nan),
@@ -406,7 +409,7 @@ def derive(st: dict[str, Any], *, num_classes: int, bins: int, top_k: list[int],
         "nonfinite": int(st["nonfinite"]), "num_classes": C,
     }
     if binary and "prob_hist" in st:
-        out["prob_hist"] = np.asarray(st["prob_hist"], np.int64)
+        out["prob_hist"] = np.array(st["prob_hist"], np.int64)
     if "img_defined" in st:
         i = _ABSENT.index(absent)
         d = int(st["img_defined"][i])

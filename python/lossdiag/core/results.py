@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -66,9 +66,23 @@ class BatchStats:
     sample_pred: np.ndarray | None = None
     grad: Any = None
 
+    # The result arrays, in the order the kernels take them (cpp/bind_core.cpp): `new_arrays`
+    # (then ``prob_hist`` for binary outputs) and `new_sample_arrays` return them in this order.
+    STAT_ARRAYS: ClassVar[tuple[str, ...]] = (
+        "confusion", "class_loss_sum", "class_count", "true_prob_hist", "conf_hist",
+        "conf_correct", "conf_sum", "margin_hist")
+    SAMPLE_ARRAYS: ClassVar[tuple[str, ...]] = (
+        "sample_loss_sum", "sample_count", "sample_correct", "sample_intersection",
+        "sample_true", "sample_pred")
+
     # -- construction -------------------------------------------------------------------------
     @staticmethod
     def new_arrays(C: int, bins: int, binary: bool = False, xp: Any = np) -> dict[str, Any]:
+        """Zeroed result arrays, in the order of `STAT_ARRAYS` (+ ``prob_hist``).
+
+        >>> tuple(BatchStats.new_arrays(3, 4)) == BatchStats.STAT_ARRAYS
+        True
+        """
         a = {
             "confusion": xp.zeros((C, C), xp.int64),
             "class_loss_sum": xp.zeros(C, xp.float64),
@@ -85,6 +99,11 @@ class BatchStats:
 
     @staticmethod
     def new_sample_arrays(N: int, C: int, xp: Any = np) -> dict[str, Any]:
+        """Zeroed per-sample result arrays, in the order of `SAMPLE_ARRAYS`.
+
+        >>> tuple(BatchStats.new_sample_arrays(2, 3)) == BatchStats.SAMPLE_ARRAYS
+        True
+        """
         return {
             "sample_loss_sum": xp.zeros(N, xp.float64),
             "sample_count": xp.zeros(N, xp.int64),

@@ -6,6 +6,7 @@ dtypes, the class axis, the (N, C, inner) or rows layout, label kind, weights, r
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -29,6 +30,23 @@ _LABEL_CODES = {
     np.dtype(np.uint32): 4, np.dtype(np.int32): 5, np.dtype(np.uint64): 6, np.dtype(np.int64): 7,
     np.dtype(np.bool_): 8,
 }
+# The same codes keyed by the identity of NumPy's own dtype objects, which arrays of these types
+# carry (np.longlong's object is not np.int64's, though the two compare equal): the common case
+# costs one dict lookup. Any other dtype object takes the full checks: byte-swapped ones, and the
+# uint16 tagged as bfloat16 (interop.BF16), which compares equal to uint16.
+_BUILTIN_DTYPES = tuple(np.dtype(c) for c in "?bBhHiIlLqQefd")
+_KNOWN = {id(d): ((True, _LOGIT_CODES[d]) if d in _LOGIT_CODES else (False, _LABEL_CODES[d]))
+          for d in _BUILTIN_DTYPES}
+
+
+def known_code(dtype: Any) -> tuple[bool, int] | None:
+    """(is float, kernel code) when ``dtype`` is NumPy's own object for a supported float or
+    integer dtype, else None (the caller then runs its full checks).
+
+    >>> known_code(np.zeros(2, np.float32).dtype), known_code(np.dtype(">f4"))
+    ((True, 1), None)
+    """
+    return _KNOWN.get(id(dtype))
 
 
 def logit_code(dtype: np.dtype) -> int:
@@ -39,7 +57,7 @@ def label_code(dtype: np.dtype) -> int:
     return _LABEL_CODES[np.dtype(dtype)]
 
 
-@dataclass
+@dataclass(frozen=True)
 class Layout:
     """How the kernels see the logits: rows (class axis contiguous) or (N, C, inner)."""
 
@@ -54,7 +72,11 @@ class Layout:
     target_shape: tuple[int, ...]
 
 
-def check_dtype_logits(x: Any, name: str = "logits") -> None:
+def check_dtype_logits(x: Any, name: str = "logits") -> int:
+    """The kernels' code of a float16/32/64 ``x``; a TypeError naming ``name`` for other dtypes."""
+    known = _KNOWN.get(id(x.dtype))
+    if known is not None and known[0]:
+        return known[1]
     dt = np.dtype(x.dtype)
     if dt.kind == "f" and not dt.isnative:
         raise TypeError(f"{name}: non-native byte order ({dt.str}) is not supported; "
@@ -64,6 +86,7 @@ def check_dtype_logits(x: Any, name: str = "logits") -> None:
         raise TypeError(
             f"{name}: dtype {dt.name} is not supported ({kind}); use float16, float32 or float64"
         )
+    return _LOGIT_CODES[dt]
 
 
 def as_cpu_array(x: Any, name: str) -> np.ndarray:
@@ -90,6 +113,21 @@ def contiguous(x: np.ndarray) -> np.ndarray:
 
 
 def resolve_layout(shape: tuple[int, ...], axis: Any) -> Layout:
+    """The kernels' view of logits of ``shape`` with the class axis ``axis``; a ValueError or
+    TypeError naming the argument when there is none. Layouts are shared (immutable), and cached
+    for a plain int ``axis``: a training loop sees the same few shapes over and over."""
+    if type(axis) is int:
+        return _cached_layout(tuple(shape), axis)
+    return _layout(shape, axis)
+
+
+@functools.lru_cache(maxsize=256)
+def _cached_layout(shape: tuple[int, ...], axis: int) -> Layout:
+    return _layout(shape, axis)
+
+
+def _layout(shape: tuple[int, ...], axis: Any) -> Layout:
+    shape = tuple(int(s) for s in shape)
     ndim = len(shape)
     if ndim < 2:
         raise ValueError(
@@ -117,13 +155,16 @@ def resolve_layout(shape: tuple[int, ...], axis: Any) -> Layout:
     E = int(math.prod(target_shape))
     S = E // N if N else 1
     if ax == ndim - 1:
-        return Layout(tuple(shape), ax, C, N, E, S, 1, True, target_shape)
+        return Layout(shape, ax, C, N, E, S, 1, True, target_shape)
     inner = int(math.prod(shape[2:]))
-    return Layout(tuple(shape), ax, C, N, E, S, inner, inner == 1, target_shape)
+    return Layout(shape, ax, C, N, E, S, inner, inner == 1, target_shape)
 
 
 def check_target(target: Any, lay: Layout, name: str = "target") -> tuple[bool, int]:
     """Return (soft, dtype code) for the target, raising for wrong shapes and dtypes."""
+    known = _KNOWN.get(id(target.dtype))
+    if known is not None and not known[0] and tuple(target.shape) == lay.target_shape:
+        return False, known[1]  # integer labels of the right shape
     dt = np.dtype(target.dtype)
     if not dt.isnative:
         raise TypeError(f"{name}: non-native byte order ({dt.str}) is not supported")
@@ -214,10 +255,22 @@ def check_reduction(reduction: Any) -> str:
 
 
 def check_options(ignore_index: Any, label_smoothing: Any, reduction: Any) -> tuple[int, float]:
-    if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
-        raise TypeError(f"ignore_index: expected an int, got {ignore_index!r:.80}")
-    if not _INT64[0] <= int(ignore_index) <= _INT64[1]:
-        raise ValueError(f"ignore_index: {ignore_index} is outside the int64 range")
+    # Each check starts with the common case (a plain int, a plain float, a known string), which
+    # needs no conversion; anything else goes through the full checks.
+    if type(ignore_index) is not int or not _INT64[0] <= ignore_index <= _INT64[1]:
+        if not isinstance(ignore_index, (int, np.integer)) or isinstance(ignore_index, bool):
+            raise TypeError(f"ignore_index: expected an int, got {ignore_index!r:.80}")
+        if not _INT64[0] <= int(ignore_index) <= _INT64[1]:
+            raise ValueError(f"ignore_index: {ignore_index} is outside the int64 range")
+    eps = label_smoothing
+    if type(eps) is not float or not 0.0 <= eps <= 1.0:
+        eps = _check_label_smoothing(label_smoothing)
+    if type(reduction) is not str or reduction not in REDUCTIONS:
+        check_reduction(reduction)
+    return int(ignore_index), eps
+
+
+def _check_label_smoothing(label_smoothing: Any) -> float:
     if isinstance(label_smoothing, (str, bytes)):
         raise TypeError(f"label_smoothing: expected a float, got {label_smoothing!r:.80}")
     try:
@@ -229,11 +282,12 @@ def check_options(ignore_index: Any, label_smoothing: Any, reduction: Any) -> tu
         raise ValueError(f"label_smoothing: must be in [0, 1], got {label_smoothing!r}") from None
     if not 0.0 <= eps <= 1.0:
         raise ValueError(f"label_smoothing: must be in [0, 1], got {label_smoothing!r}")
-    check_reduction(reduction)
-    return int(ignore_index), eps
+    return eps
 
 
 def check_top_k(top_k: Any, C: int) -> list[int]:
+    if type(top_k) is list and len(top_k) == 1 and type(top_k[0]) is int and 1 <= top_k[0] <= C:
+        return [top_k[0]]  # one plain int in range, e.g. [1]: what evaluate passes by default
     if isinstance(top_k, (int, np.integer)) and not isinstance(top_k, bool):
         ks = [top_k]
     elif isinstance(top_k, (list, tuple)):
@@ -262,16 +316,18 @@ def top_k_with_1(top_k: Any) -> Any:
     >>> top_k_with_1((5,)), top_k_with_1(3), top_k_with_1([1, 5])
     ([1, 5], [1, 3], [1, 5])
     """
-    if isinstance(top_k, (int, np.integer)) and not isinstance(top_k, bool):
-        ks = [top_k]
-    elif isinstance(top_k, (list, tuple)):
+    if isinstance(top_k, (list, tuple)):
         ks = list(top_k)
+    elif isinstance(top_k, (int, np.integer)) and not isinstance(top_k, bool):
+        ks = [top_k]
     else:
         return top_k
-    if not ks or any(isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer))
-                     for k in ks):
+    if not ks:
         return top_k
-    if any(int(k) == 1 for k in ks):
+    for k in ks:
+        if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+            return top_k
+    if 1 in ks:
         return ks
     if len(ks) >= 8:
         raise ValueError(f"top_k: at most 7 values besides 1 (top-1 accuracy is always "
