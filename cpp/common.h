@@ -25,7 +25,7 @@ constexpr int64_t kMaxClasses = 2147483647;  // C: labels and class indices are 
 void* scratch_alloc(int64_t count, int64_t elem_size, bool zero);
 void scratch_free(void* p);
 void set_scratch_limit(int64_t bytes);  // <= 0: no limit
-// Classes above which the multi-class kernel takes the wide-row path (see kernels_impl.h).
+// Classes above which the multi-class kernel takes the wide-row path (see kernels/ce_wide.h).
 int64_t wide_min_classes();
 void set_wide_min_classes(int64_t c);
 
