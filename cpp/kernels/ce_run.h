@@ -45,7 +45,8 @@ bool CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::thread_init(
     }
   }
   if (STATS && a.per_sample && a.S > 1) th.loc = (int64_t*)get(3, 3 * C + 2, 8, true, kAllocSamples);
-  if (STATS && conf_atomic) th.ccount = (int64_t*)get(4, C, 8, true, kAllocStats);
+  // Class counts, and with class_pred the predicted counts and true positives after them.
+  if (STATS && conf_atomic) th.ccount = (int64_t*)get(4, (a.class_pred ? 3 : 1) * C, 8, true, kAllocStats);
   if (STATS) {
     th.pi = (int32_t*)get(5, 6 * kCap, sizeof(int32_t), false, kAllocStats);
     th.p_loss = (double*)get(6, 2 * kCap, sizeof(double), false, kAllocStats);
@@ -84,7 +85,8 @@ void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::run(CEResult& out) {
   Owned conf_own;
   if (STATS) {
     const int64_t words = C <= 65536 ? (int64_t)nth * cper : INT64_MAX;
-    if (words <= (8ll << 20) && cper < (1ll << 31) && words * nth <= imax(16 * a.E, 1 << 16)) {
+    // No confusion asked for: the per-class counts only (atomic path, O(C) per thread).
+    if (a.confusion && words <= (8ll << 20) && cper < (1ll << 31) && words * nth <= imax(16 * a.E, 1 << 16)) {
       conf_all = (int64_t*)must_alloc(words, 8, true, kAllocStats);
       conf_own.p = conf_all;
     } else {
@@ -115,8 +117,14 @@ void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::run(CEResult& out) {
           }
         }
       }
-      if (th.ccount)
+      if (th.ccount) {
         for (int64_t c = 0; c < C; ++c) atomic_add(a.class_count + c, th.ccount[c]);
+        if (a.class_pred)
+          for (int64_t c = 0; c < C; ++c) {
+            atomic_add(a.class_pred + c, th.ccount[C + c]);
+            atomic_add(a.class_tp + c, th.ccount[2 * C + c]);
+          }
+      }
     }
   }
   fail.raise();
@@ -175,6 +183,10 @@ void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::run(CEResult& out) {
         int64_t n = 0;
         for (int64_t p = 0; p < C; ++p) { a.confusion[y * C + p] += row[p]; n += row[p]; }
         a.class_count[y] += n;
+        if (a.class_pred) {
+          a.class_tp[y] += row[y];
+          for (int64_t p = 0; p < C; ++p) a.class_pred[p] += row[p];
+        }
       }
   }
   if (tile_part)

@@ -163,7 +163,11 @@ int64_t CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::stats(
     hs[l_t[j]]++; hs[l_c[j]]++;
     if (!JN) hs[l_m[j]]++;
     if (cm_fast) th.conf[l_cm[j]]++;
-    else { atomic_add(th.conf + y * C + p, 1); th.ccount[y]++; }
+    else {
+      if (th.conf) atomic_add(th.conf + y * C + p, 1);
+      th.ccount[y]++;
+      if (a.class_pred) { th.ccount[C + p]++; th.ccount[2 * C + y] += ok; }
+    }
     if (a.per_sample) {
       if (ps_direct) {
         int64_t n = ebase + j;
