@@ -103,7 +103,7 @@ py::dict ce(py::object x, int xdt, py::object t, int tdt, bool soft, int64_t N, 
             py::object true_hist, py::object conf_hist, py::object conf_correct,
             py::object conf_sum, py::object margin_hist, bool per_sample, py::object s_loss,
             py::object s_count, py::object s_correct, py::object s_inter, py::object s_true,
-            py::object s_pred) {
+            py::object s_pred, py::object class_pred, py::object class_tp) {
   check_float_code(xdt, "logits");
   if (soft) check_float_code(tdt, "target");
   CEArgs a;
@@ -123,6 +123,7 @@ py::dict ce(py::object x, int xdt, py::object t, int tdt, bool soft, int64_t N, 
   a.per_sample = per_sample; a.s_loss = ptr<double>(s_loss); a.s_count = ptr<int64_t>(s_count);
   a.s_correct = ptr<int64_t>(s_correct); a.s_inter = ptr<int64_t>(s_inter);
   a.s_true = ptr<int64_t>(s_true); a.s_pred = ptr<int64_t>(s_pred);
+  a.class_pred = ptr<int64_t>(class_pred); a.class_tp = ptr<int64_t>(class_tp);
   a.nthreads = threads();
   check_sizes(C, bins);
   CEResult r;

@@ -25,7 +25,7 @@ constexpr int64_t kMaxClasses = 2147483647;  // C: labels and class indices are 
 void* scratch_alloc(int64_t count, int64_t elem_size, bool zero);
 void scratch_free(void* p);
 void set_scratch_limit(int64_t bytes);  // <= 0: no limit
-// Classes above which the multi-class kernel takes the wide-row path (see kernels_impl.h).
+// Classes above which the multi-class kernel takes the wide-row path (see kernels/ce_wide.h).
 int64_t wide_min_classes();
 void set_wide_min_classes(int64_t c);
 
@@ -56,6 +56,9 @@ struct CEArgs {
   int nk = 0; int64_t ks[kMaxTopK] = {};
   int bins = 0;
   int64_t* confusion = nullptr; double* class_loss = nullptr; int64_t* class_count = nullptr;
+  // Per-class predicted counts and true positives (the confusion's column sums and diagonal),
+  // filled when not null: with confusion null they are what per-class metrics need in O(C).
+  int64_t* class_pred = nullptr; int64_t* class_tp = nullptr;
   int64_t* true_hist = nullptr; int64_t* conf_hist = nullptr; int64_t* conf_correct = nullptr;
   double* conf_sum = nullptr; int64_t* margin_hist = nullptr;
   bool per_sample = false;

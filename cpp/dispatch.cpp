@@ -49,7 +49,7 @@ const KernelTable& kernels() { return active(); }
 // ---------------------------------------------------------------------------------------------
 // Scratch memory (compiled once, with the baseline flags).
 static int64_t g_scratch_limit = 0;  // bytes per allocation; 0: none (tests only)
-static int64_t g_wide_min_classes = 2048;  // measured crossover (see kernels_impl.h, wide rows)
+static int64_t g_wide_min_classes = 2048;  // measured crossover (see kernels/ce_wide.h)
 
 void* scratch_alloc(int64_t count, int64_t elem_size, bool zero) {
   if (count < 0 || elem_size <= 0) return nullptr;
