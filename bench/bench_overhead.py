@@ -2,6 +2,7 @@
 
     python bench/bench_overhead.py                     # (2, 3), (256, 10), (1024, 1000), 2 threads
     python bench/bench_overhead.py --shapes 2x3 --rounds 41 --json out.json
+    python bench/bench_overhead.py --threads 1 --clock thread   # CPU time, on a busy machine
 
 A training loop calls the loss and the metrics thousands of times on small batches, where the
 time goes to argument checks, dispatch and result objects rather than to the pass over the
@@ -23,8 +24,10 @@ default 2). A sample is a loop of calls lasting at least ``--sample-ms``; each r
 sample of every implementation of a function, in an order reversed every other round; the table
 gives the median time per call over ``--rounds`` rounds and the median of the round-by-round
 ratios (noise on a shared machine drifts over seconds, and a ratio taken within a round cancels
-most of it). Before timing, every lossdiag result is checked against torch (exit status 2 on a
-mismatch).
+most of it). ``--clock thread --threads 1`` times CPU time of the calling thread instead of
+elapsed time: on a busy machine it leaves out the waits for a CPU, which elapsed times of
+multi-threaded calls suffer most (an OpenMP barrier waits for a descheduled thread). Before
+timing, every lossdiag result is checked against torch (exit status 2 on a mismatch).
 """
 
 from __future__ import annotations
@@ -81,28 +84,31 @@ def _stats_arrays(C: int) -> tuple[np.ndarray, ...]:
 
 
 # -- timing -----------------------------------------------------------------------------------
-def _loop(fn: Callable[[], Any], k: int) -> float:
-    t0 = time.perf_counter()
+CLOCKS = {"wall": time.perf_counter, "thread": time.thread_time}
+
+
+def _loop(fn: Callable[[], Any], k: int, clock: Callable[[], float]) -> float:
+    t0 = clock()
     for _ in range(k):
         fn()
-    return time.perf_counter() - t0
+    return clock() - t0
 
 
-def measure(fns: dict[str, Callable[[], Any]], rounds: int,
-            sample_s: float) -> dict[str, list[float]]:
+def measure(fns: dict[str, Callable[[], Any]], rounds: int, sample_s: float,
+            clock: Callable[[], float] = time.perf_counter) -> dict[str, list[float]]:
     """Microseconds per call of each function, one sample of each per round, alternating."""
     counts = {}
     for name, fn in fns.items():  # calibrate (and warm up) the loop length
-        k, dt = 1, _loop(fn, 1)
+        k, dt = 1, _loop(fn, 1, clock)
         while dt < sample_s and k < 1 << 20:
             k = max(k * 2, int(k * 1.2 * sample_s / max(dt, 1e-9)))
-            dt = _loop(fn, k)
+            dt = _loop(fn, k, clock)
         counts[name] = k
     names = list(fns)
     out: dict[str, list[float]] = {n: [] for n in names}
     for r in range(rounds):
         for n in (names if r % 2 == 0 else names[::-1]):
-            out[n].append(_loop(fns[n], counts[n]) / counts[n] * 1e6)
+            out[n].append(_loop(fns[n], counts[n], clock) / counts[n] * 1e6)
     return out
 
 
@@ -119,8 +125,8 @@ def _check(what: str, got: float, want: float, rtol: float = 1e-4) -> None:
 
 
 # -- one shape --------------------------------------------------------------------------------
-def bench_shape(shape: tuple[int, int], torch: Any, rounds: int,
-                sample_s: float) -> list[dict[str, Any]]:
+def bench_shape(shape: tuple[int, int], torch: Any, rounds: int, sample_s: float,
+                clock: Callable[[], float] = time.perf_counter) -> list[dict[str, Any]]:
     N, C = shape
     rng = np.random.default_rng(0)
     x = rng.normal(size=shape).astype(np.float32)
@@ -183,7 +189,7 @@ def bench_shape(shape: tuple[int, int], torch: Any, rounds: int,
     rows = []
     for func, fns in groups.items():
         load = OtherLoad()
-        t = measure(fns, rounds, sample_s)
+        t = measure(fns, rounds, sample_s, clock)
         row: dict[str, Any] = {"shape": list(shape), "function": func,
                                "median_us": {k: statistics.median(v) for k, v in t.items()},
                                "other_load": load.value()}
@@ -225,9 +231,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--rounds", type=int, default=21)
     p.add_argument("--sample-ms", type=float, default=20.0)
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="wall: elapsed time; thread: CPU time of the calling thread, which "
+                        "excludes time spent waiting for a busy machine's CPUs (needs "
+                        "--threads 1, since it does not see other threads' work)")
     p.add_argument("--no-torch", action="store_true")
     p.add_argument("--json", help="write the results to this file")
     a = p.parse_args(argv)
+    if a.clock == "thread" and a.threads != 1:
+        p.error("--clock thread measures the calling thread only: use it with --threads 1")
     torch = None
     if not a.no_torch:
         try:
@@ -240,16 +252,18 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     print(f"# lossdiag {ld.__version__} ({_core.simd()}), NumPy {np.__version__}, torch "
           f"{getattr(torch, '__version__', '-')}; {a.threads} threads for lossdiag and torch; "
-          f"{os.cpu_count()} CPUs; median us per call over {a.rounds} rounds; "
+          f"{os.cpu_count()} CPUs; {a.clock} clock; median us per call over {a.rounds} rounds; "
           "X/lossdiag > 1: lossdiag is faster than X")
     try:
         rows = [r for s in a.shapes.split(",")
-                for r in bench_shape(_parse_shape(s), torch, a.rounds, a.sample_ms / 1000)]
+                for r in bench_shape(_parse_shape(s), torch, a.rounds, a.sample_ms / 1000,
+                                     CLOCKS[a.clock])]
     finally:
         ld.set_num_threads(threads_before)
     if a.json:
         with open(a.json, "w") as fh:
-            json.dump({"threads": a.threads, "rounds": a.rounds, "results": rows}, fh, indent=1)
+            json.dump({"threads": a.threads, "rounds": a.rounds, "clock": a.clock,
+                       "results": rows}, fh, indent=1)
     return 0
 
 

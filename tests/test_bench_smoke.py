@@ -290,3 +290,25 @@ def test_measure_paired_alternates_order(clock: _Clock) -> None:
 
     bench.timing.measure_paired({"a": f("a"), "b": f("b")}, rounds=2, warmup=1)
     assert order == ["a", "b", "b", "a", "a", "b"]
+
+
+def test_bench_overhead_smoke(tmp_path: Path) -> None:
+    """bench/bench_overhead.py runs (one round, one call per sample) and checks its results."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "bench" / "bench_overhead.py"
+    spec = importlib.util.spec_from_file_location("bench_overhead", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    threads = ld.get_num_threads()
+    out = tmp_path / "overhead.json"
+    assert mod.main(["--shapes", "2x3", "--rounds", "1", "--sample-ms", "0", "--threads", "1",
+                     "--clock", "thread", "--json", str(out)]) == 0
+    assert ld.get_num_threads() == threads  # restored
+    rows = json.loads(out.read_text())["results"]
+    funcs = {r["function"] for r in rows}
+    assert {"cross_entropy", "evaluate", "Metrics.update", "binary_accuracy"} <= funcs
+    ce = next(r for r in rows if r["function"] == "cross_entropy")
+    assert set(ce["median_us"]) >= {"lossdiag", "kernel"} and ce["median_us"]["kernel"] > 0
+    with pytest.raises(SystemExit):  # the thread clock does not see other threads' work
+        mod.main(["--threads", "2", "--clock", "thread"])
