@@ -49,7 +49,7 @@ except ImportError:  # running from a source checkout without an install
     import lossdiag as ld
 
 from lossdiag import _core
-from lossdiag._bench import OtherLoad
+from lossdiag.benchmark import OtherLoad
 
 SHAPES = ((2, 3), (256, 10), (1024, 1000))
 BINS = 20
@@ -65,11 +65,12 @@ def _parse_shape(s: str) -> tuple[int, int]:
 # of a call when the Python layer does nothing.
 def _ce_args(x: np.ndarray, y: np.ndarray, *, loss: bool = True, grad: bool = False,
              stats: bool = False, topk: bool = False, g: Any = None,
-             arrays: tuple[Any, ...] = (None,) * 8) -> tuple[Any, ...]:
+             arrays: tuple[Any, ...] = (None,) * 8,
+             classes: tuple[Any, ...] = (None, None)) -> tuple[Any, ...]:
     N, C = x.shape
     return (x, 1, y, 7, False, N, C, 1, N, 1, True, None, -100, 0.0, False, loss, grad, stats,
             topk, 1.0 / N, g, None, [1] if topk else [], BINS if stats else 0, *arrays, False,
-            None, None, None, None, None, None)
+            None, None, None, None, None, None, *classes)
 
 
 def _bce_args(x: np.ndarray, t: np.ndarray) -> tuple[Any, ...]:
@@ -138,7 +139,8 @@ def bench_shape(shape: tuple[int, int], torch: Any, rounds: int, sample_s: float
     acc_a = _ce_args(x, y, loss=False, topk=True)
     g = np.empty_like(x)
     grad_a = _ce_args(x, y, grad=True, g=g)
-    ev_a = _ce_args(x, y, stats=True, topk=True, arrays=ev_arrays)
+    ev_a = _ce_args(x, y, stats=True, topk=True, arrays=ev_arrays,
+                    classes=(np.zeros(C, np.int64), np.zeros(C, np.int64)))
     bce_a = _bce_args(x, tb)
 
     groups: dict[str, dict[str, Callable[[], Any]]] = {

@@ -330,10 +330,15 @@ def check_stats(st, ref, dtype, *, check_grad=True):
     for k in ("count", "ignored", "nonfinite", "nonfinite_rows"):
         assert int(getattr(st, k)) == ref[k], (k, getattr(st, k), ref[k])
     assert {int(k): int(v) for k, v in st.correct.items()} == ref["correct"]
-    for k in ("confusion", "class_count"):
+    cm = np.asarray(ref["confusion"])
+    want = {"class_count": ref["class_count"], "class_pred": cm.sum(axis=0),
+            "class_tp": np.diagonal(cm)}
+    if st.confusion is not None:  # evaluate(confusion=False) leaves it out
+        want["confusion"] = cm
+    for k, v in want.items():
         a = np.asarray(getattr(st, k))
         assert a.dtype == np.int64, (k, a.dtype)
-        np.testing.assert_array_equal(a, ref[k], err_msg=k)
+        np.testing.assert_array_equal(a, v, err_msg=k)
     _close(st.loss_sum, ref["loss_sum"], t["reduced"], loss_atol, what="loss_sum")
     _close(st.weight_sum, ref["weight_sum"], 1e-12 if dtype == np.float64 else 1e-6,
            what="weight_sum")

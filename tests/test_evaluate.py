@@ -50,14 +50,16 @@ def bits_equal(a, b):
 
 @pytest.mark.parametrize("case", CASES, ids=shape_id)
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=lambda d: np.dtype(d).name)
-def test_evaluate_vs_reference(backend, case, dtype):
+@pytest.mark.parametrize("confusion", [None, False], ids=["cm", "no_cm"])
+def test_evaluate_vs_reference(backend, case, dtype, confusion):
     shape, axis = case
     C = num_classes(shape, axis)
     x64, y = make_case(shape, axis, seed=C + 100, scale=2.5)
     x, xr = cast_logits(x64, dtype)
     top_k = tuple(k for k in (1, 2, 5) if k <= C)
     kw = dict(axis=axis, top_k=top_k, bins=16, per_sample=True, grad=True)
-    st = ev(backend, x, y, **kw)
+    st = ev(backend, x, y, confusion=confusion, **kw)
+    assert (st.confusion is None) == (confusion is False)
     ref = R.ref_evaluate(xr, y, **kw)
     check_stats(st, ref, dtype)
 
@@ -421,3 +423,80 @@ def test_evaluate_conf_sum_exact_cpu(dtype):
     assert int(to_numpy(st.conf_correct)[b]) == n  # ties: the first maximum (class 0) wins
     assert float(to_numpy(st.conf_sum)[b]) == n * one
     assert float(to_numpy(st.conf_sum).sum()) == n * one
+
+
+# -- the confusion matrix is opt-in above 1024 classes -------------------------------------------
+@pytest.mark.parametrize("C, cm", [(1024, True), (1025, False)])
+def test_confusion_default_by_class_count(C, cm):
+    x, y = make_case((40, C), 1, seed=300, scale=3.0)
+    st = ld.evaluate(x.astype(np.float32), y)
+    assert (st.confusion is not None) == cm
+    assert st.class_pred.shape == st.class_tp.shape == (C,)
+
+
+@pytest.mark.parametrize("shape, axis", [((300, 3000), 1), ((2, 2500, 3, 4), 1),
+                                         ((37, 5000), 1), ((3, 5, 6, 7), 1)])
+@pytest.mark.parametrize("confusion", [True, False])
+def test_confusion_forced_and_per_class_counts(shape, axis, confusion):
+    # C > 2048 takes the wide-row path; with the confusion the large-C atomic path, without it
+    # the per-class counts only; small C without it: the counts path instead of per-thread copies
+    x64, y = make_case(shape, axis, seed=301, scale=3.0, ignore_index=-100, frac_ignored=0.1)
+    x64.reshape(-1)[::97] = np.nan  # rows left out of the statistics
+    x = x64.astype(np.float32)
+    st = ld.evaluate(x, y, axis=axis, confusion=confusion, bins=8)
+    ref = R.ref_evaluate(x.astype(np.float64), y, axis=axis, bins=8)
+    check_stats(st, ref, np.float32, check_grad=False)
+    assert (st.confusion is not None) == confusion
+
+
+def test_confusion_bad_value():
+    x, y = make_case((4, 3), 1, seed=302)
+    for bad in ("yes", 1, np.array([True])):
+        with pytest.raises(TypeError, match="confusion"):
+            ld.evaluate(x, y, confusion=bad)
+    with pytest.raises(TypeError, match="confusion"):
+        ld.Metrics(3, confusion="no")
+
+
+@pytest.mark.parametrize("imagewise", [False, True])
+def test_metrics_without_confusion_agree(imagewise):
+    kw = dict(ignore_index=255, bins=10, imagewise=imagewise)
+    a, b = ld.Metrics(6, confusion=True, **kw), ld.Metrics(6, confusion=False, **kw)
+    for seed in range(3):
+        x, y = make_case((2, 6, 9, 11), 1, seed=310 + seed, ignore_index=255, frac_ignored=0.1)
+        a.update(x.astype(np.float32), y)
+        b.update(x.astype(np.float32), y)
+    ra, rb = a.compute(), b.compute()
+    assert rb["confusion"] is None and ra["confusion"].sum() == ra["count"]
+    assert "confusion" not in b.state_dict()
+    for k, v in ra.items():
+        if k in ("confusion", "reliability", "top_k_accuracy"):
+            continue
+        np.testing.assert_array_equal(np.asarray(rb[k]), np.asarray(v), err_msg=k)
+    with pytest.raises(ValueError, match="configuration"):
+        a.merge(b)
+
+
+def test_metrics_large_vocabulary_state_is_linear():
+    m = ld.Metrics(32000)
+    st = m.state_dict()
+    assert "confusion" not in st
+    assert sum(v.nbytes for v in st.values()) < 2_000_000  # O(C + bins), not 8 GB
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(64, 32000)).astype(np.float32)
+    y = rng.integers(0, 32000, 64)
+    m.update(x, y)
+    r = m.compute()
+    p = x.argmax(axis=1)
+    assert r["accuracy"] == np.mean(p == y)
+    np.testing.assert_array_equal(r["pred_freq"] * 64, np.bincount(p, minlength=32000))
+
+
+def test_metrics_loads_a_state_saved_with_only_the_confusion():
+    m = ld.Metrics(4)
+    x, y = make_case((50, 4), 1, seed=320)
+    m.update(x, y)
+    old = {k: v for k, v in m.state_dict().items() if k not in ("class_pred", "class_tp")}
+    m2 = ld.Metrics(4)
+    m2.load_state_dict(old)
+    np.testing.assert_array_equal(m2.compute()["iou"], m.compute()["iou"])

@@ -335,6 +335,28 @@ def test_collapse_from_real_metrics_statistics():
     assert mon.history.stats[1]["confusion"].sum() == 2000
 
 
+def test_collapse_without_a_confusion_matrix():
+    # large vocabularies keep per-class counts only: the same alarm from the frequencies and
+    # recalls, with the same evidence
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 2000)
+    logits = rng.normal(size=(2000, 4)).astype(np.float32)
+    logits[:, 2] += 8.0
+    found = []
+    for confusion in (True, False):
+        m = lossdiag.Metrics(4, confusion=confusion)
+        m.update(logits, y)
+        st = m.compute()
+        assert (st["confusion"] is None) == (not confusion)
+        mon = Monitor()
+        for e in range(2):
+            mon.epoch(e, val={"loss": st["loss"]}, stats=st)
+        (a,) = mon.alarms
+        found.append(a.evidence)
+    for k in ("predicted_class", "swallowed", "pred_share", "label_share", "minority_recall"):
+        assert found[1][k] == pytest.approx(found[0][k], rel=1e-12), k
+
+
 # ------------------------------------------------------------------------------------------------
 # the API
 # ------------------------------------------------------------------------------------------------

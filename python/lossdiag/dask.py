@@ -129,7 +129,7 @@ def _config(m: Metrics) -> dict[str, Any]:
     return dict(num_classes=m.num_classes, axis=o["axis"], weight=o["weight"],
                 ignore_index=o["ignore_index"], label_smoothing=o["label_smoothing"],
                 top_k=tuple(m.top_k), bins=m.bins, binary=m.binary, imagewise=m.imagewise,
-                pos_weight=b["pos_weight"], threshold=b["threshold"])
+                pos_weight=b["pos_weight"], threshold=b["threshold"], confusion=m.confusion)
 
 
 def _as_dask(da: Any, x: Any, name: str, chunks: tuple[tuple[int, ...], ...] | None) -> Any:

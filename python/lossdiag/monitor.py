@@ -792,20 +792,17 @@ class Monitor:
         return out
 
     def _collapse(self, x: float, stats: Mapping[str, Any]) -> list[Finding]:
-        cm = stats.get("confusion")
-        if cm is None:
+        counts = _class_counts(stats)
+        if counts is None:
             return []
-        cm = np.asarray(cm, dtype=np.float64)
-        if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] < 2 or cm.sum() <= 0:
-            return []
-        true_n = cm.sum(axis=1)
-        pred_n = cm.sum(axis=0)
+        true_n, pred_n, tp = counts
         c = int(np.argmax(pred_n))
-        others = [i for i in range(cm.shape[0]) if i != c and true_n[i] > 0]
+        others = [i for i in range(len(true_n)) if i != c and true_n[i] > 0]
         if not others:
             return []
         n_other = float(true_n[others].sum())
-        swallowed = float(cm[others, c].sum()) / n_other
+        # samples of the other classes predicted as c: all predictions of c but its own
+        swallowed = float(pred_n[c] - tp[c]) / n_other
         if swallowed >= self.thresholds.collapse_share:
             if self._collapse_run == 0:
                 self._collapse_first = x
@@ -816,9 +813,8 @@ class Monitor:
             return []
         if self._collapse_run < self.thresholds.collapse_epochs:
             return []
-        total = float(cm.sum())
-        recall = np.divide(np.diag(cm), true_n, out=np.full(len(true_n), np.nan),
-                           where=true_n > 0)
+        total = float(true_n.sum())
+        recall = np.divide(tp, true_n, out=np.full(len(true_n), np.nan), where=true_n > 0)
         ev = {"predicted_class": c, "pred_share": float(pred_n[c] / total),
               "label_share": float(true_n[c] / total), "swallowed": swallowed,
               "minority_recall": float(np.nanmean(recall[others])),
@@ -1255,6 +1251,28 @@ _JSON_STATS_KEYS = ("loss", "accuracy", "balanced_accuracy", "mean_iou", "mean_d
                     "mean_entropy", "label_freq", "pred_freq", "recall", "precision", "iou",
                     "confusion", "count", "num_classes", "reliability", "conf_hist",
                     "true_prob_hist", "bin_edges")
+
+
+def _class_counts(stats: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Per class: labels, predictions, true positives (counts, or shares of one total) from a
+    ``Metrics.compute()`` dict: its confusion matrix, or (above 1024 classes, where it is not
+    kept) its label and prediction frequencies and recalls."""
+    cm = stats.get("confusion")
+    if cm is not None:
+        cm = np.asarray(cm, dtype=np.float64)
+        if cm.ndim != 2 or cm.shape[0] != cm.shape[1] or cm.shape[0] < 2 or cm.sum() <= 0:
+            return None
+        return cm.sum(axis=1), cm.sum(axis=0), np.diag(cm).copy()
+    try:
+        lf = np.asarray(stats["label_freq"], np.float64)
+        pf = np.asarray(stats["pred_freq"], np.float64)
+        rec = np.asarray(stats["recall"], np.float64)
+    except (KeyError, TypeError, ValueError):
+        return None
+    if lf.ndim != 1 or lf.shape != pf.shape or lf.shape != rec.shape or lf.size < 2 \
+            or not np.all(np.isfinite(lf)) or not np.all(np.isfinite(pf)):
+        return None
+    return lf, pf, np.where(lf > 0, np.nan_to_num(rec) * lf, 0.0)
 
 
 def _check_codes(stop_on: Iterable[str] | str) -> tuple[str, ...]:

@@ -86,7 +86,7 @@ class LossdiagStats(Metric):
                  ignore_index: int = -100, label_smoothing: float = 0.0, top_k: Any = (1,),
                  bins: int = 20, binary: bool = False, imagewise: bool = False,
                  pos_weight: Any = None, threshold: float = 0.0, absent: str = "nan",
-                 **kwargs: Any) -> None:
+                 confusion: bool | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if absent not in _ABSENT:
             raise ValueError(f"absent: must be one of {_ABSENT}, got {absent!r}")
@@ -94,7 +94,8 @@ class LossdiagStats(Metric):
         self._acc = Metrics(num_classes, axis=axis, weight=_small(weight),
                             ignore_index=ignore_index, label_smoothing=label_smoothing,
                             top_k=top_k, bins=bins, binary=binary, imagewise=imagewise,
-                            pos_weight=_small(pos_weight), threshold=threshold)
+                            pos_weight=_small(pos_weight), threshold=threshold,
+                            confusion=confusion)
         self.absent = absent
         for k, v in self._acc.state_dict().items():
             self.add_state(k, default=torch.from_numpy(np.array(v, copy=True)),
@@ -142,7 +143,7 @@ class LossdiagStats(Metric):
                     ignore_index=self._acc.options["ignore_index"],
                     label_smoothing=self._acc.options["label_smoothing"], top_k=self._acc.top_k,
                     bins=self._acc.bins, binary=self._acc.binary, imagewise=self._acc.imagewise,
-                    **self._acc.binary_options)
+                    confusion=self._acc.confusion, **self._acc.binary_options)
         m.load_state_dict({k: getattr(self, k).detach().cpu().numpy()
                            for k in self._state_names})
         return m

@@ -7,8 +7,8 @@ One run times, on float32 logits,
 * ``nhwc``: the same data with the class axis last (N, H, W, 21), ``axis=-1``;
 * ``cls``:  a (65536, 1000) classification batch with int64 labels;
 * ``head``: a (1024, 1000) classification head, 4 MB, in cache (a training loop's many calls);
-* ``vocab``: (1024, 32000) language-model rows (``evaluate`` not timed: its (C, C) confusion
-  matrix would be 8.2 GB),
+* ``vocab``: (1024, 32000) language-model rows (``evaluate`` returns per-class counts there,
+  no (C, C) confusion matrix, and so do the baselines),
 
 and for each case ``cross_entropy``, ``accuracy``, ``cross_entropy_grad`` (allocating, and in place
 with ``out=`` a copy of the logits) and ``evaluate`` against

@@ -23,7 +23,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "quick": {"seg": (4, 21, 256, 256), "cls": (16384, 1000), "head": (1024, 1000),
               "vocab": (256, 32000), "repeats": 3, "warmup": 1, "min_warmup_s": 0.2,
               "min_time_s": 0.3},
-    "tiny": {"seg": (2, 5, 16, 24), "cls": (96, 10), "head": (16, 12), "vocab": (8, 320),
+    "tiny": {"seg": (2, 5, 16, 24), "cls": (96, 10), "head": (16, 12), "vocab": (4, 3000),
              "repeats": 2, "warmup": 1, "min_warmup_s": 0.0, "min_time_s": 0.0},
 }
 CASES = ("nchw", "nhwc", "cls", "head", "vocab")  # in the order they run
@@ -95,7 +95,7 @@ def iter_cases(preset: dict[str, Any], names: list[str], seed: int):  # noqa: AN
     >>> for case in iter_cases(PRESETS["tiny"], ["head", "vocab"], seed=0):
     ...     print(case.title)
     head (16, 12) float32 axis=1, labels int64, ignore_index=-100
-    vocab (8, 320) float32 axis=1, labels int64, ignore_index=-100
+    vocab (4, 3000) float32 axis=1, labels int64, ignore_index=-100
     """
     rng = np.random.default_rng(seed)
     if "nchw" in names or "nhwc" in names:

@@ -54,9 +54,16 @@ def check_eval(where: tuple[str, str, str], got: EvalResult, want: EvalResult) -
     slack = max(2, int(COUNT_RTOL * want.count))
     if abs(got.correct - want.correct) > slack:
         fail(*where, f"top-1 correct {got.correct} != {want.correct}")
-    conf = np.asarray(got.confusion)
-    if conf.shape != want.confusion.shape or np.abs(conf - want.confusion).sum() > 2 * slack:
-        fail(*where, "confusion matrix differs from the NumPy bincount")
+    if (got.confusion is None) != (want.confusion is None):
+        fail(*where, "confusion matrix computed by one implementation only")
+    if want.confusion is not None:
+        conf = np.asarray(got.confusion)
+        if conf.shape != want.confusion.shape or np.abs(conf - want.confusion).sum() > 2 * slack:
+            fail(*where, "confusion matrix differs from the NumPy bincount")
+    for name in ("class_count", "class_pred", "class_tp"):
+        v, ref_v = np.asarray(getattr(got, name)), getattr(want, name)
+        if v.shape != ref_v.shape or np.abs(v - ref_v).sum() > 2 * slack:
+            fail(*where, f"{name} differs from the NumPy bincount")
     hslack = max(2, int(HIST_RTOL * want.count))
     for name in ("conf_hist", "conf_correct", "true_prob_hist", "margin_hist"):
         h = np.asarray(getattr(got, name))
@@ -74,7 +81,9 @@ def stats_to_eval(stats: Any) -> EvalResult:
     """Extract the compared fields from a lossdiag ``BatchStats``."""
     return EvalResult(
         loss=float(stats.loss), count=int(stats.count), correct=int(stats.correct[1]),
-        confusion=np.asarray(stats.confusion), conf_hist=np.asarray(stats.conf_hist),
+        confusion=None if stats.confusion is None else np.asarray(stats.confusion),
+        class_count=np.asarray(stats.class_count), class_pred=np.asarray(stats.class_pred),
+        class_tp=np.asarray(stats.class_tp), conf_hist=np.asarray(stats.conf_hist),
         conf_correct=np.asarray(stats.conf_correct), conf_sum=np.asarray(stats.conf_sum),
         true_prob_hist=np.asarray(stats.true_prob_hist), margin_hist=np.asarray(stats.margin_hist),
     )

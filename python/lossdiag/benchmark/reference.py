@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from ..core.validate import CONFUSION_AUTO_MAX
 from .cases import Case
 
 BINS = 20  # histogram bins of every evaluate (lossdiag, NumPy, torch)
@@ -60,7 +61,10 @@ class EvalResult:
     loss: float
     count: int
     correct: int
-    confusion: np.ndarray
+    confusion: np.ndarray | None  # computed, as by evaluate, up to CONFUSION_AUTO_MAX classes
+    class_count: np.ndarray  # per class: labels, predictions, both (the confusion's row sums,
+    class_pred: np.ndarray  # column sums and diagonal)
+    class_tp: np.ndarray
     conf_hist: np.ndarray
     conf_correct: np.ndarray  # per confidence bin: correct predictions
     conf_sum: np.ndarray  # per confidence bin: sum of the confidences
@@ -70,7 +74,8 @@ class EvalResult:
 
 def np_evaluate(x: np.ndarray, t: np.ndarray, axis: int, ignore_index: int,
                 bins: int = BINS) -> EvalResult:
-    """The NumPy chain: stable CE + argmax + bincount confusion + 5 ``np.histogram`` calls.
+    """The NumPy chain: stable CE + argmax + bincount per-class counts (and confusion, as
+    ``evaluate``, up to 1024 classes) + 5 ``np.histogram`` calls.
 
     The histograms are those ``evaluate`` returns: confidence (with its per-bin correct counts and
     confidence sums, the reliability diagram), true-class probability and margin.
@@ -92,12 +97,14 @@ def np_evaluate(x: np.ndarray, t: np.ndarray, axis: int, ignore_index: int,
     ptrue = ptrue.squeeze(axis)
     tv = t[valid].astype(np.intp)
     pv = pred[valid]
-    confusion = np.bincount(tv * c + pv, minlength=c * c).reshape(c, c)
+    confusion = (np.bincount(tv * c + pv, minlength=c * c).reshape(c, c)
+                 if c <= CONFUSION_AUTO_MAX else None)
     right = tv == pv
     conf = pmax[valid]
     return EvalResult(
         loss=float(loss), count=int(tv.size), correct=int(np.count_nonzero(right)),
-        confusion=confusion,
+        confusion=confusion, class_count=np.bincount(tv, minlength=c),
+        class_pred=np.bincount(pv, minlength=c), class_tp=np.bincount(tv[right], minlength=c),
         conf_hist=np.histogram(conf, bins=bins, range=(0.0, 1.0))[0],
         conf_correct=np.histogram(conf[right], bins=bins, range=(0.0, 1.0))[0],
         conf_sum=np.histogram(conf, bins=bins, range=(0.0, 1.0), weights=conf)[0],
@@ -153,8 +160,8 @@ class TorchImpl:
         return float(loss.detach()), self.xg.grad
 
     def evaluate(self, bins: int = BINS) -> EvalResult:
-        """F.cross_entropy + softmax/argmax + bincount confusion + 4 ``torch.histc`` and a weighted
-        ``torch.histogram`` (the confidence sums)."""
+        """F.cross_entropy + softmax/argmax + bincount per-class counts (and confusion up to 1024
+        classes) + 4 ``torch.histc`` and a weighted ``torch.histogram`` (the confidence sums)."""
         torch = self.torch
         x, t = self._view(self.x)
         c = self.c
@@ -169,12 +176,15 @@ class TorchImpl:
             margin = ptrue - p.amax(1)
             tv = t[valid]
             pv = pred[valid]
-            confusion = torch.bincount(tv * c + pv, minlength=c * c).reshape(c, c)
+            confusion = (torch.bincount(tv * c + pv, minlength=c * c).reshape(c, c).numpy()
+                         if c <= CONFUSION_AUTO_MAX else None)
             right = tv == pv
             conf = pmax[valid]
             return EvalResult(
                 loss=float(loss), count=int(tv.numel()), correct=int(right.sum()),
-                confusion=confusion.numpy(),
+                confusion=confusion, class_count=torch.bincount(tv, minlength=c).numpy(),
+                class_pred=torch.bincount(pv, minlength=c).numpy(),
+                class_tp=torch.bincount(tv[right], minlength=c).numpy(),
                 conf_hist=torch.histc(conf, bins, 0.0, 1.0).long().numpy(),
                 conf_correct=torch.histc(conf[right], bins, 0.0, 1.0).long().numpy(),
                 conf_sum=torch.histogram(conf, bins, range=(0.0, 1.0), weight=conf).hist.numpy(),

@@ -28,29 +28,6 @@ from .report import format_paired
 from .results import Row
 from .timing import DISTURBED, MemoryLimit, OtherLoad, measure, measure_paired, wait_quiet
 
-# evaluate returns a (C, C) int64 confusion matrix, and the NumPy and torch baselines build one
-# with bincount. Above this size a call spends its time filling that matrix (16000 classes: 2 GB,
-# 4.4 s per lossdiag call on a loaded 2-core VM) and the three of them with the checks'
-# differences need more memory than such a machine has: for 32000 classes it is 8.2 GB per call.
-# Such cases skip evaluate, with a note saying why.
-MAX_CONFUSION_BYTES = 2**30
-
-
-def evaluate_skip_note(case: Case) -> str | None:
-    """Why ``evaluate`` is not timed for ``case``, or None when it is.
-
-    >>> from lossdiag.benchmark.cases import PRESETS, iter_cases
-    >>> vocab = next(iter_cases({**PRESETS["tiny"], "vocab": (2, 32000)}, ["vocab"], seed=0))
-    >>> print(evaluate_skip_note(vocab))  # doctest: +ELLIPSIS
-    evaluate not timed: its (32000, 32000) int64 confusion matrix is 8.2 GB per call, ...
-    """
-    c = case.num_classes
-    nbytes = 8 * c * c
-    if nbytes <= MAX_CONFUSION_BYTES:
-        return None
-    return (f"evaluate not timed: its ({c}, {c}) int64 confusion matrix is {nbytes / 1e9:.1f} GB "
-            "per call, and the NumPy and torch baselines build as much again")
-
 
 class Runner:
     """Times every (function, implementation) of a case and checks it against NumPy."""
@@ -100,10 +77,7 @@ class Runner:
                  f"timing {CASE_NAMES.get(case.name, case.name)}: "
                  f"{case.title.split(' ', 1)[-1]} ...")
         monitor = OtherLoad()
-        skip_evaluate = evaluate_skip_note(case)
-        self.notes[case.name] = [skip_evaluate] if skip_evaluate else []
-        for note in self.notes[case.name]:
-            self.log(f"  [{case.name}] {note}")
+        self.notes[case.name] = []
 
         buf = np.empty_like(x)
         np.copyto(buf, x)  # fault the pages in
@@ -175,16 +149,15 @@ class Runner:
 
         # evaluate
         f = "evaluate"
-        if not skip_evaluate:
-            times, ref_ev = measure(lambda: np_evaluate(x, t, ax, ii, BINS))
-            self._add(case, f, "numpy", times, nb)
-            times, stats = measure(lambda: ld.evaluate(x, t, bins=BINS, **kw))
-            check_eval((case.name, f, "lossdiag"), stats_to_eval(stats), ref_ev)
-            self._add(case, f, "lossdiag", times, nb)
-            if tim is not None:
-                times, got_ev = measure(tim.evaluate)
-                check_eval((case.name, f, "torch"), got_ev, ref_ev)
-                self._add(case, f, "torch", times, nb)
+        times, ref_ev = measure(lambda: np_evaluate(x, t, ax, ii, BINS))
+        self._add(case, f, "numpy", times, nb)
+        times, stats = measure(lambda: ld.evaluate(x, t, bins=BINS, **kw))
+        check_eval((case.name, f, "lossdiag"), stats_to_eval(stats), ref_ev)
+        self._add(case, f, "lossdiag", times, nb)
+        if tim is not None:
+            times, got_ev = measure(tim.evaluate)
+            check_eval((case.name, f, "torch"), got_ev, ref_ev)
+            self._add(case, f, "torch", times, nb)
 
         # The targets that compare lossdiag with itself or with the read limit are judged on
         # calls made in alternation (see measure_paired), with the fastest read variant.
@@ -193,9 +166,8 @@ class Runner:
             self._end_case(case, monitor)
             return
         fns = {"read limit": lambda: read_fn(x),
-               "cross_entropy": lambda: ld.cross_entropy(x, t, **kw)}
-        if not skip_evaluate:
-            fns["evaluate"] = lambda: ld.evaluate(x, t, bins=BINS, **kw)
+               "cross_entropy": lambda: ld.cross_entropy(x, t, **kw),
+               "evaluate": lambda: ld.evaluate(x, t, bins=BINS, **kw)}
         self.paired[case.name] = measure_paired(fns, max(15, 3 * rep), wu,
                                                 min_warmup_s=self.min_warmup_s)
         if self.log_rows:

@@ -178,7 +178,7 @@ def binary_accuracy(logits: Any, target: Any, *, threshold: float = 0.0) -> floa
 def evaluate(logits: Any, target: Any, *, axis: int = 1, weight: Any = None,
              ignore_index: int = -100, label_smoothing: float = 0.0, top_k: Any = (1,),
              bins: int = 20, per_sample: bool = False, grad: bool = False,
-             out: Any = None) -> BatchStats:
+             out: Any = None, confusion: bool | None = None) -> BatchStats:
     """Loss, top-k accuracy, confusion matrix, per-class and calibration statistics in ONE pass.
 
     Returns a `BatchStats` whose ``.loss`` equals ``cross_entropy(..., reduction="mean")`` bit
@@ -187,18 +187,28 @@ def evaluate(logits: Any, target: Any, *, axis: int = 1, weight: Any = None,
     Top-1 is always computed: ``correct`` holds k = 1 besides the ``top_k`` asked for, and
     ``accuracy`` is top-1 (``top_k`` may therefore hold at most 7 values other than 1).
 
+    Per-class counts always come back (``class_count``: labels, ``class_pred``: predictions,
+    ``class_tp``: both), which is all per-class recall, precision, IoU and F1 need. The (C, C)
+    ``confusion`` matrix is computed when ``confusion=True``, skipped (``None``) when False;
+    the default ``None`` computes it up to 1024 classes: for a language-model vocabulary the
+    matrix (8 GB at C = 32000) would cost far more than the pass over the logits.
+
     Example:
         >>> import numpy as np, lossdiag
         >>> s = lossdiag.evaluate(np.array([[3.0, 0.0], [0.0, 1.0]]), np.array([0, 0]))
         >>> s.confusion.tolist(), s.accuracy
         ([[1, 1], [0, 0]], 0.5)
+        >>> s.class_count.tolist(), s.class_pred.tolist(), s.class_tp.tolist()
+        ([2, 0], [1, 1], [1, 0])
+        >>> lossdiag.evaluate(np.zeros((2, 3)), np.array([0, 1]), confusion=False).confusion is None
+        True
     """
     per_sample = V.check_flag(per_sample, "per_sample")
     grad = V.check_flag(grad, "grad")
     return _backend(logits=logits, target=target, weight=weight, out=out).evaluate(
         logits, target, axis=axis, weight=weight, ignore_index=ignore_index,
         label_smoothing=label_smoothing, top_k=V.top_k_with_1(top_k), bins=bins,
-        per_sample=per_sample, grad=grad, out=out)
+        per_sample=per_sample, grad=grad, out=out, confusion=confusion)
 
 
 def evaluate_binary(logits: Any, target: Any, *, pos_weight: Any = None, threshold: float = 0.0,

@@ -71,17 +71,19 @@ def _grad_out(out, x, **inputs):
 
 _NO_STATS = (None,) * len(BatchStats.STAT_ARRAYS)
 _NO_SAMPLES = (None,) * len(BatchStats.SAMPLE_ARRAYS)
+_NO_CLASSES = (None,) * len(BatchStats.CLASS_ARRAYS)
 
 
 def _call_ce(p: _CE, *, probs=False, loss=True, grad=False, stats=False, topk=False,
              gscale=1.0, g=None, loss_out=None, ks=(), bins=0, arrays=_NO_STATS,
-             per_sample=False, sample_arrays=_NO_SAMPLES) -> dict:
-    """One pass of the multi-class kernel; ``arrays`` and ``sample_arrays`` are the result arrays
-    in the order of `BatchStats.STAT_ARRAYS` and `BatchStats.SAMPLE_ARRAYS`."""
+             per_sample=False, sample_arrays=_NO_SAMPLES, class_arrays=_NO_CLASSES) -> dict:
+    """One pass of the multi-class kernel; ``arrays``, ``sample_arrays`` and ``class_arrays``
+    are the result arrays in the order of `BatchStats.STAT_ARRAYS`, `SAMPLE_ARRAYS` and
+    `CLASS_ARRAYS`."""
     lay = p.lay
     r = _core.ce(p.x, p.xcode, p.t, p.tcode, p.soft, lay.N, lay.C, lay.inner, lay.E, lay.S,
                  lay.rows, p.w, p.ign, p.eps, probs, loss, grad, stats, topk, gscale, g, loss_out,
-                 ks, bins, *arrays, per_sample, *sample_arrays)
+                 ks, bins, *arrays, per_sample, *sample_arrays, *class_arrays)
     if r["bad"]:
         raise V.bad_label_error(r["bad_value"], r["bad_index"], lay.C, p.ign, dtype=p.t.dtype)
     return r
@@ -253,15 +255,18 @@ def _new_arrays(what: str, new, *args) -> dict[str, np.ndarray]:
 
 
 def evaluate(logits, target, *, axis=1, weight=None, ignore_index=-100, label_smoothing=0.0,
-             top_k=(1,), bins=20, per_sample=False, grad=False, out=None) -> BatchStats:
+             top_k=(1,), bins=20, per_sample=False, grad=False, out=None,
+             confusion=None) -> BatchStats:
     p = _prep_ce(logits, target, axis, weight, ignore_index, label_smoothing, "mean")
     lay = p.lay
     ks = V.check_top_k(top_k, lay.C)
     bins = V.check_bins(bins)
+    want_cm = V.check_confusion(confusion, lay.C)
     if not grad and out is not None:
         raise ValueError("out: only used with grad=True")
     arrays = _new_arrays("logits: C={0} classes (a ({0}, {0}) confusion matrix)",
-                         BatchStats.new_arrays, lay.C, bins)
+                         BatchStats.new_arrays, lay.C, bins, False, np, want_cm)
+    classes = BatchStats.new_class_arrays(lay.C)
     sample = None
     if per_sample:
         sample = _new_arrays("per_sample: ({0}, {1}) per-sample arrays",
@@ -273,10 +278,12 @@ def evaluate(logits, target, *, axis=1, weight=None, ignore_index=-100, label_sm
         gs = _grad_scale(p, "mean")
     r = _call_ce(p, grad=grad, stats=True, topk=True, gscale=gs, g=g, ks=ks, bins=bins,
                  arrays=arrays.values(), per_sample=per_sample,
-                 sample_arrays=_NO_SAMPLES if sample is None else sample.values())
+                 sample_arrays=_NO_SAMPLES if sample is None else sample.values(),
+                 class_arrays=classes.values())
     return BatchStats.from_kernel(r, arrays, sample, C=lay.C, bins=bins, ks=ks, eps=p.eps,
                                   soft=p.soft, E=lay.E,
-                                  grad=interop.like_input(logits, g, out), binary=False)
+                                  grad=interop.like_input(logits, g, out), binary=False,
+                                  class_arrays=classes)
 
 
 def evaluate_binary(logits, target, *, pos_weight=None, threshold=0.0, bins=20, grad=False,

@@ -558,7 +558,8 @@ class DeviceBatchStats(BatchStats):
             sample = {k: getattr(self, k).get() for k in BatchStats.new_sample_arrays(0, 0)}
         return _batchstats(d.f.get(), d.i.get(), d.L, C=d.C, bins=d.bins, ks=d.ks,
                            eps=self.label_smoothing, soft=self.soft, E=self.elements,
-                           grad=self.grad, sample=sample, binary=d.binary, host=True)
+                           grad=self.grad, sample=sample, binary=d.binary, host=True,
+                           confusion=self.confusion is not None)
 
 
 class _Slabs:
@@ -571,9 +572,13 @@ class _Slabs:
             binary, C, bins
 
 
-def _batchstats(f, i, L, *, C, bins, ks, eps, soft, E, grad, sample, binary, host=False):
+def _batchstats(f, i, L, *, C, bins, ks, eps, soft, E, grad, sample, binary, host=False,
+                confusion=True):
     """BatchStats over the result slabs: device slabs give a DeviceBatchStats of views, host
-    slabs (host=True, from DeviceBatchStats.get) a plain BatchStats of Python scalars."""
+    slabs (host=True, from DeviceBatchStats.get) a plain BatchStats of Python scalars. The
+    CUDA kernels always count the (C, C) confusion; the per-class predicted counts and true
+    positives are its column sums and diagonal, and ``confusion=False`` only leaves it out of
+    the result."""
     fs = (lambda k: float(f[k])) if host else (lambda k: f[k])
     is_ = (lambda k: int(i[k])) if host else (lambda k: i[k])
 
@@ -581,14 +586,15 @@ def _batchstats(f, i, L, *, C, bins, ks, eps, soft, E, grad, sample, binary, hos
         o = L[name]
         return i[o:o + n]
 
+    cm = iv("i_confusion", C * C).reshape(C, C)
     fields = dict(
         num_classes=C, bins=bins, loss_sum=fs(F_LOSS_SUM), weight_sum=fs(F_WSUM),
         nll_sum=fs(F_NLL), smooth_sum=fs(F_SMOOTH), label_smoothing=eps, soft=soft,
         count=is_(I_COUNT), ignored=is_(I_IGNORED), nonfinite=is_(I_NONFINITE),
         nonfinite_rows=is_(I_NFROWS),
         correct={k: is_(I_CORRECT + j) for j, k in enumerate(ks)},
-        confusion=iv("i_confusion", C * C).reshape(C, C),
-        class_loss_sum=f[L["f_class_loss"]:L["f_class_loss"] + C],
+        confusion=cm if confusion else None, class_pred=cm.sum(axis=0),
+        class_tp=cm.diagonal().copy(), class_loss_sum=f[L["f_class_loss"]:L["f_class_loss"] + C],
         class_count=iv("i_class_count", C), true_prob_hist=iv("i_true_hist", bins),
         conf_hist=iv("i_conf_hist", bins), conf_correct=iv("i_conf_correct", bins),
         conf_sum=f[L["f_conf_sum"]:L["f_conf_sum"] + bins], margin_hist=iv("i_margin_hist", bins),
@@ -603,11 +609,13 @@ def _batchstats(f, i, L, *, C, bins, ks, eps, soft, E, grad, sample, binary, hos
 
 
 def evaluate(logits, target, *, axis=1, weight=None, ignore_index=-100, label_smoothing=0.0,
-             top_k=(1,), bins=20, per_sample=False, grad=False, out=None) -> BatchStats:
+             top_k=(1,), bins=20, per_sample=False, grad=False, out=None,
+             confusion=None) -> BatchStats:
     x, t, lay, soft, tcode, w, ign, eps, dev = _prep_ce(
         logits, target, axis, weight, ignore_index, label_smoothing, "mean")
     ks = V.check_top_k(top_k, lay.C)
     bins = V.check_bins(bins)
+    want_cm = V.check_confusion(confusion, lay.C)
     if not grad and out is not None:
         raise ValueError("out: only used with grad=True")
     with _cp.cuda.Device(dev):
@@ -616,7 +624,7 @@ def evaluate(logits, target, *, axis=1, weight=None, ignore_index=-100, label_sm
                                      stats=True, g=g_ptr, ks=ks, bins=bins,
                                      per_sample=bool(per_sample))
         return _batchstats(f, i, L, C=lay.C, bins=bins, ks=ks, eps=eps, soft=soft, E=lay.E,
-                           grad=g, sample=sample, binary=False)
+                           grad=g, sample=sample, binary=False, confusion=want_cm)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -816,7 +824,11 @@ def metrics_pull(m) -> None:
     def iv(name, n):
         return ih[L[name]:L[name] + n]
 
-    st["confusion"] = st["confusion"] + iv("i_confusion", C * C).reshape(C, C)
+    cm = iv("i_confusion", C * C).reshape(C, C)
+    if "confusion" in st:
+        st["confusion"] = st["confusion"] + cm
+    st["class_pred"] = st["class_pred"] + cm.sum(axis=0)
+    st["class_tp"] = st["class_tp"] + cm.diagonal()
     st["class_loss_sum"] = st["class_loss_sum"] + fh[L["f_class_loss"]:L["f_class_loss"] + C]
     st["class_count"] = st["class_count"] + iv("i_class_count", C)
     st["true_prob_hist"] = st["true_prob_hist"] + iv("i_true_hist", bins)

@@ -18,9 +18,9 @@ from . import api, interop
 from . import validate as V
 from .results import BatchStats
 
-_SUM_KEYS = (
-    "confusion", "class_loss_sum", "class_count", "true_prob_hist", "conf_hist", "conf_correct",
-    "conf_sum", "margin_hist",
+_SUM_KEYS = (  # the confusion matrix is added separately: a state may leave it out
+    "class_pred", "class_tp", "class_loss_sum", "class_count", "true_prob_hist", "conf_hist",
+    "conf_correct", "conf_sum", "margin_hist",
 )
 _SCALAR_KEYS = (
     "nll_sum", "smooth_sum", "weight_sum", "count", "ignored", "nonfinite", "nonfinite_rows",
@@ -48,7 +48,8 @@ def _absent_fill(values: np.ndarray, undefined: np.ndarray, absent: str) -> np.n
 
 
 class Metrics:
-    """Streaming accumulator of one-pass statistics; memory O(C^2 + bins), not O(pixels).
+    """Streaming accumulator of one-pass statistics; memory O(C + bins) (plus the C x C confusion
+    matrix when kept), not O(pixels).
 
     `update` runs `lossdiag.evaluate` (same options) and adds its sums into the state;
     `compute` derives every metric; states add (`merge`, `state_dict`) across batches,
@@ -63,6 +64,9 @@ class Metrics:
         binary: single-logit outputs (`evaluate_binary`): BCE, threshold accuracy, 2x2 confusion.
         imagewise: also accumulate per-image IoU / Dice (segmentation_models.pytorch
             "macro-imagewise": per image the mean over classes, then the mean over images).
+        confusion: keep the (C, C) confusion matrix (``compute()["confusion"]``); ``None``
+            (default) keeps it up to 1024 classes. Per-class metrics (recall, precision, IoU,
+            F1, kappa) never need it: they come from O(C) counts.
         other arguments: as `lossdiag.evaluate`.
 
     Example:
@@ -83,7 +87,7 @@ class Metrics:
                  ignore_index: int = -100, label_smoothing: float = 0.0,
                  top_k: Any = (1,), bins: int = 20, binary: bool = False,
                  imagewise: bool = False, pos_weight: Any = None,
-                 threshold: float = 0.0) -> None:
+                 threshold: float = 0.0, confusion: bool | None = None) -> None:
         if not isinstance(num_classes, (int, np.integer)) or isinstance(num_classes, bool):
             raise TypeError(f"num_classes: expected an int, got {num_classes!r}")
         if binary and num_classes != 2:
@@ -95,6 +99,7 @@ class Metrics:
         self.top_k = (V.check_top_k(V.top_k_with_1(top_k), self.num_classes) if not binary
                       else [1])
         self.binary = bool(binary)
+        self.confusion = True if binary else V.check_confusion(confusion, self.num_classes)
         self.imagewise = bool(imagewise)
         self.options = dict(axis=axis, weight=weight, ignore_index=ignore_index,
                             label_smoothing=label_smoothing)
@@ -126,7 +131,9 @@ class Metrics:
     def _reset(self) -> None:
         C, b = self.num_classes, self.bins
         self._dev: Any = None  # sums of GPU batches not yet brought to the host (see _pull)
-        self._state: dict[str, np.ndarray] = BatchStats.new_arrays(C, b, binary=self.binary)
+        arrays = BatchStats.new_arrays(C, b, binary=self.binary, confusion=self.confusion)
+        self._state: dict[str, np.ndarray] = {k: v for k, v in arrays.items() if v is not None}
+        self._state.update(BatchStats.new_class_arrays(C))
         for k in _SCALAR_KEYS:
             self._state[k] = np.zeros((), np.int64 if k in _INT_SCALARS else np.float64)
         self._state["correct"] = np.zeros(len(self.top_k), np.int64)
@@ -151,6 +158,10 @@ class Metrics:
         be there with its shape; counts must be finite non-negative integers."""
         if not isinstance(state, Mapping):
             raise TypeError(f"state: expected a dict from state_dict(), got {state!r:.80}")
+        if "confusion" in state and "class_pred" not in state and "class_tp" not in state:
+            # a state saved before the per-class counts existed: they are in its confusion
+            cm = np.asarray(state["confusion"])
+            state = {**state, "class_pred": cm.sum(axis=0), "class_tp": np.diagonal(cm).copy()}
         missing = set(self._state) - set(state)
         if missing:
             raise ValueError(f"state: missing keys {sorted(missing)}")
@@ -183,8 +194,9 @@ class Metrics:
         """Add another accumulator's state (same configuration) into this one."""
         if not isinstance(other, Metrics):
             raise TypeError(f"other: expected Metrics, got {type(other).__name__}")
-        if (other.num_classes, other.bins, other.top_k, other.binary, other.imagewise) != (
-                self.num_classes, self.bins, self.top_k, self.binary, self.imagewise):
+        if (other.num_classes, other.bins, other.top_k, other.binary, other.imagewise,
+                other.confusion) != (self.num_classes, self.bins, self.top_k, self.binary,
+                                     self.imagewise, self.confusion):
             raise ValueError("other: Metrics with a different configuration cannot be merged")
         first, second = sorted((self, other), key=id)
         with first._lock, second._lock:
@@ -225,7 +237,7 @@ class Metrics:
             s = api.evaluate_binary(logits, target, bins=self.bins, **bopts)
         else:
             s = api.evaluate(logits, target, top_k=self.top_k, bins=self.bins,
-                              per_sample=self.imagewise, **opts)
+                             per_sample=self.imagewise, confusion=self.confusion, **opts)
             if s.num_classes != self.num_classes:
                 raise ValueError(f"logits: {s.num_classes} classes, but Metrics was created with "
                                  f"num_classes={self.num_classes}")
@@ -256,6 +268,8 @@ class Metrics:
         st = self._state
         for k in _SUM_KEYS:
             st[k] += _host(getattr(s, k))
+        if "confusion" in st:
+            st["confusion"] += _host(s.confusion)
         if self.binary:
             st["prob_hist"] += _host(s.prob_hist)
         for k in _BATCH_SCALARS:  # NumPy scalars: a new one is cheaper than an in-place add
@@ -334,11 +348,17 @@ def derive(st: dict[str, Any], *, num_classes: int, bins: int, top_k: list[int],
     """Derived metrics from a state of sums (see `Metrics.compute`)."""
     C = num_classes
     # np.array copies: arrays returned as they are must not be the state's (updated in place)
-    cm = np.array(st["confusion"], np.int64)
-    tp = np.diag(cm).astype(np.float64)
-    true_n = cm.sum(axis=1).astype(np.float64)
-    pred_n = cm.sum(axis=0).astype(np.float64)
-    total = float(cm.sum())
+    if "confusion" in st:
+        cm = np.array(st["confusion"], np.int64)
+        tp = np.diag(cm).astype(np.float64)
+        true_n = cm.sum(axis=1).astype(np.float64)
+        pred_n = cm.sum(axis=0).astype(np.float64)
+    else:  # the same numbers from the O(C) counts (class_count: the confusion's row sums)
+        cm = None
+        tp = np.asarray(st["class_tp"], np.float64)
+        true_n = np.asarray(st["class_count"], np.float64)
+        pred_n = np.asarray(st["class_pred"], np.float64)
+    total = float(true_n.sum())
     count = int(st["count"])
     union = true_n + pred_n - tp
     undefined = union == 0

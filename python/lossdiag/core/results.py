@@ -65,6 +65,8 @@ class BatchStats:
     sample_true: np.ndarray | None = None
     sample_pred: np.ndarray | None = None
     grad: Any = None
+    class_pred: np.ndarray | None = None
+    class_tp: np.ndarray | None = None
 
     # The result arrays, in the order the kernels take them (cpp/bind_core.cpp): `new_arrays`
     # (then ``prob_hist`` for binary outputs) and `new_sample_arrays` return them in this order.
@@ -74,17 +76,20 @@ class BatchStats:
     SAMPLE_ARRAYS: ClassVar[tuple[str, ...]] = (
         "sample_loss_sum", "sample_count", "sample_correct", "sample_intersection",
         "sample_true", "sample_pred")
+    CLASS_ARRAYS: ClassVar[tuple[str, ...]] = ("class_pred", "class_tp")
 
     # -- construction -------------------------------------------------------------------------
     @staticmethod
-    def new_arrays(C: int, bins: int, binary: bool = False, xp: Any = np) -> dict[str, Any]:
-        """Zeroed result arrays, in the order of `STAT_ARRAYS` (+ ``prob_hist``).
+    def new_arrays(C: int, bins: int, binary: bool = False, xp: Any = np,
+                   confusion: bool = True) -> dict[str, Any]:
+        """Zeroed result arrays, in the order of `STAT_ARRAYS` (+ ``prob_hist``); ``confusion``
+        is None unless asked for.
 
         >>> tuple(BatchStats.new_arrays(3, 4)) == BatchStats.STAT_ARRAYS
         True
         """
         a = {
-            "confusion": xp.zeros((C, C), xp.int64),
+            "confusion": xp.zeros((C, C), xp.int64) if confusion else None,
             "class_loss_sum": xp.zeros(C, xp.float64),
             "class_count": xp.zeros(C, xp.int64),
             "true_prob_hist": xp.zeros(bins, xp.int64),
@@ -96,6 +101,12 @@ class BatchStats:
         if binary:
             a["prob_hist"] = xp.zeros(bins, xp.int64)
         return a
+
+    @staticmethod
+    def new_class_arrays(C: int, xp: Any = np) -> dict[str, Any]:
+        """Zeroed per-class predicted counts and true positives, in the order of
+        `CLASS_ARRAYS`."""
+        return {"class_pred": xp.zeros(C, xp.int64), "class_tp": xp.zeros(C, xp.int64)}
 
     @staticmethod
     def new_sample_arrays(N: int, C: int, xp: Any = np) -> dict[str, Any]:
@@ -116,7 +127,7 @@ class BatchStats:
     @classmethod
     def from_kernel(cls, r: dict, arrays: dict, sample: dict | None, *, C: int, bins: int,
                     ks: list[int], eps: float, soft: bool, E: int, grad: Any,
-                    binary: bool) -> BatchStats:
+                    binary: bool, class_arrays: dict | None = None) -> BatchStats:
         if soft:
             loss_sum, wsum = r["nll_sum"], float(E)
         else:
@@ -129,7 +140,7 @@ class BatchStats:
             correct={k: int(c) for k, c in zip(ks, r["correct"])},
             true_prob_sum=r["true_prob_sum"], below_inv_e=int(r["below_inv_e"]),
             entropy_sum=r["entropy_sum"], elements=E, grad=grad, binary=binary,
-            **arrays, **(sample or {}),
+            **arrays, **(sample or {}), **(class_arrays or {}),
         )
 
     @classmethod
@@ -142,6 +153,8 @@ class BatchStats:
             nonfinite_rows=int(r["nonfinite"]), correct={1: int(r["correct"])},
             true_prob_sum=r["true_prob_sum"], below_inv_e=int(r["below_inv_e"]),
             entropy_sum=r["entropy_sum"], elements=E, grad=grad, binary=True, **arrays,
+            class_pred=arrays["confusion"].sum(axis=0),
+            class_tp=arrays["confusion"].diagonal().copy(),
         )
 
     def get(self) -> BatchStats:

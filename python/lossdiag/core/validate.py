@@ -335,6 +335,22 @@ def top_k_with_1(top_k: Any) -> Any:
     return [1, *ks]
 
 
+# `confusion=None` keeps the (C, C) matrix up to this many classes (8 MB of int64): above it the
+# matrix costs more than the pass over the logits (allocation, page zeroing, Metrics state) and
+# per-class metrics come from O(C) counts instead.
+CONFUSION_AUTO_MAX = 1024
+
+
+def check_confusion(confusion: Any, C: int) -> bool:
+    """Whether to compute the (C, C) confusion matrix: ``None`` means up to `CONFUSION_AUTO_MAX`
+    classes."""
+    if confusion is None:
+        return C <= CONFUSION_AUTO_MAX
+    if not isinstance(confusion, (bool, np.bool_)):
+        raise TypeError(f"confusion: expected True, False or None, got {confusion!r:.80}")
+    return bool(confusion)
+
+
 def check_bins(bins: Any) -> int:
     if not isinstance(bins, (int, np.integer)) or isinstance(bins, bool):
         raise TypeError(f"bins: expected an int, got {bins!r:.80}")
