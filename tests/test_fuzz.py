@@ -242,6 +242,9 @@ def _multiclass(rng: np.random.Generator, case: Case, tmp: Path | None) -> None:
                                [0.5, 0.4, 0.1]))
         kw["per_sample"] = bool(rng.random() < 0.3)
         kw["grad"] = bool(rng.random() < 0.3)
+        cm = _pick(rng, ["default", False, True], [0.6, 0.25, 0.15])
+        if cm != "default" and (cm is False or C <= 2048):  # True: at most a 32 MB matrix
+            kw["confusion"] = cm
     if dtype == np.float32 and x.size:
         # float32 rows whose x - max, or whose sum over the classes of (max - x) (label smoothing,
         # soft targets), leaves the float32 range: inf as in torch's float32 kernels.
@@ -273,7 +276,7 @@ def _multiclass(rng: np.random.Generator, case: Case, tmp: Path | None) -> None:
     tr = t.astype(np.float32 if dtype != np.float64 else np.float64) if soft else t.copy()
 
     def ref() -> Any:
-        rk = {k: v for k, v in kw.items() if k not in ("out", "grad", "per_sample")}
+        rk = {k: v for k, v in kw.items() if k not in ("out", "grad", "per_sample", "confusion")}
         rk["axis"] = -1 if len(shape) > 2 and kw["axis"] % len(shape) == len(shape) - 1 else 1
         if "weight" in rk:
             rk["weight"] = np.asarray(rk["weight"], np.float64)
@@ -422,7 +425,8 @@ def _bad_values(case: Case, rng: np.random.Generator) -> list[tuple[str, Any, st
         out += [("top_k", 0, "top_k"), ("top_k", (C + 1,), "top_k"), ("top_k", (), "top_k"),
                 ("top_k", tuple(range(2, 10)), "top_k"), ("top_k", "1", "top_k"),
                 ("top_k", (True,), "top_k"), ("per_sample", "yes", "per_sample"),
-                ("grad", "no", "grad")]
+                ("grad", "no", "grad"), ("confusion", "yes", "confusion"),
+                ("confusion", 1, "confusion")]
     if case.func in ("evaluate", "evaluate_binary"):
         out += [("bins", 0, "bins"), ("bins", -3, "bins"), ("bins", 2**31, "bins"),
                 ("bins", 70_000, "bins"), ("bins", 1.5, "bins"), ("bins", "20", "bins"),
@@ -683,8 +687,13 @@ def _check_result(case: Case, res: Any) -> None:
     cm = np.asarray(want["confusion"])
     exp = {"class_count": want["class_count"], "class_pred": cm.sum(axis=0),
            "class_tp": np.diagonal(cm)}
-    if st.confusion is not None or cm.shape[0] <= 1024:  # kept by default up to 1024 classes
+    keep = kw.get("confusion")
+    if keep is None:
+        keep = cm.shape[0] <= 1024  # kept by default up to 1024 classes
+    if keep:
         exp["confusion"] = cm
+    elif st.confusion is not None:
+        raise Wrong("confusion: computed although not asked for")
     for k, v in exp.items():
         if not np.array_equal(np.asarray(getattr(st, k)), v):
             raise Wrong(f"{k} differs from the reference")
