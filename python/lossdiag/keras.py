@@ -75,12 +75,8 @@ class DiagnosisCallback(keras.callbacks.Callback):
                  thresholds: AlarmThresholds | None = None, verbose: int = 1,
                  monitor: Monitor | None = None) -> None:
         super().__init__()
-        if monitor is None:
-            monitor = Monitor(num_classes=num_classes, stop_on=stop_on, thresholds=thresholds)
-        elif not isinstance(monitor, Monitor):
-            raise TypeError(f"monitor: expected a lossdiag Monitor, got {type(monitor).__name__}")
-        elif stop_on:
-            monitor.stop_on = Monitor(stop_on=stop_on).stop_on
+        monitor = Monitor.for_callback(monitor, num_classes=num_classes, stop_on=stop_on,
+                                       thresholds=thresholds)
         if log_dir is not None and not isinstance(log_dir, (str, Path)):
             raise TypeError(f"log_dir: expected a path or None, got {log_dir!r}")
         self.monitor = monitor

@@ -81,12 +81,8 @@ class DiagnosisCallback(pl.Callback):
                  thresholds: AlarmThresholds | None = None,
                  monitor: Monitor | None = None) -> None:
         super().__init__()
-        if monitor is None:
-            monitor = Monitor(num_classes=num_classes, stop_on=stop_on, thresholds=thresholds)
-        elif not isinstance(monitor, Monitor):
-            raise TypeError(f"monitor: expected a lossdiag Monitor, got {type(monitor).__name__}")
-        elif stop_on:
-            monitor.stop_on = Monitor(stop_on=stop_on).stop_on
+        monitor = Monitor.for_callback(monitor, num_classes=num_classes, stop_on=stop_on,
+                                       thresholds=thresholds)
         if stats is not None and not isinstance(stats, str):
             raise TypeError(f"stats: expected an attribute name, 'auto' or None, got {stats!r}")
         if log_dir is True:

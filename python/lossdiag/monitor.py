@@ -578,6 +578,19 @@ class Monitor:
         self._epoch_of_step: float | None = None
         self._step_sum, self._step_n = 0.0, 0  # step losses since the last epoch record
 
+    @classmethod
+    def for_callback(cls, monitor: Monitor | None, *, num_classes: int | None,
+                     stop_on: Iterable[str] | str, thresholds: AlarmThresholds | None) -> Monitor:
+        """The Monitor a framework callback uses: ``monitor`` itself (its ``stop_on`` replaced
+        when one is given) or a new one from the callback's arguments."""
+        if monitor is None:
+            return cls(num_classes=num_classes, stop_on=stop_on, thresholds=thresholds)
+        if not isinstance(monitor, Monitor):
+            raise TypeError(f"monitor: expected a lossdiag Monitor, got {type(monitor).__name__}")
+        if stop_on:
+            monitor.stop_on = cls(stop_on=stop_on).stop_on
+        return monitor
+
     # -- properties ---------------------------------------------------------------------------
     @property
     def loss_scaling(self) -> bool:

@@ -156,12 +156,8 @@ class DiagnosisCallback(TrainerCallback):
                  log_dir: str | Path | bool | None = None,
                  thresholds: AlarmThresholds | None = None,
                  monitor: Monitor | None = None) -> None:
-        if monitor is None:
-            monitor = Monitor(num_classes=num_classes, stop_on=stop_on, thresholds=thresholds)
-        elif not isinstance(monitor, Monitor):
-            raise TypeError(f"monitor: expected a lossdiag Monitor, got {type(monitor).__name__}")
-        elif stop_on:
-            monitor.stop_on = Monitor(stop_on=stop_on).stop_on
+        monitor = Monitor.for_callback(monitor, num_classes=num_classes, stop_on=stop_on,
+                                       thresholds=thresholds)
         if metrics is not None and not isinstance(metrics, ComputeMetrics):
             raise TypeError("metrics: expected the lossdiag.transformers.ComputeMetrics given to "
                             f"the Trainer, got {type(metrics).__name__}")

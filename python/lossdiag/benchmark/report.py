@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from .cases import CASE_NAMES
-from .results import Row, Target
+from .results import Row, Target, median_ms, ratio
 from .timing import DISTURBED, paired_ratio
 
 
@@ -183,13 +183,7 @@ def format_summary(rows: list[Row], info: dict[str, Any], cases: Sequence[str], 
     """
 
     def med(case: str, function: str, impl: str) -> float | None:
-        for r in rows:
-            if r.case == case and r.function == function and r.impl == impl:
-                return r.median_ms
-        return None
-
-    def ratio(a: float | None, b: float | None) -> float | None:
-        return a / b if a is not None and b else None
+        return median_ms(rows, case, function, impl)
 
     have_torch = any(r.impl.startswith("torch") for r in rows)
     head = ["function", "computes", "lossdiag ms", "NumPy ms", "vs NumPy"]

@@ -82,6 +82,19 @@ def fill_ratios(rows: list[Row]) -> None:
             r.frac_limit = limit / r.median_ms if limit else None
 
 
+def median_ms(rows: Sequence[Row], case: str, function: str, impl: str) -> float | None:
+    """The median time of one (case, function, implementation), None when not timed."""
+    for r in rows:
+        if r.case == case and r.function == function and r.impl == impl:
+            return r.median_ms
+    return None
+
+
+def ratio(a: float | None, b: float | None) -> float | None:
+    """a / b, None when either is missing (or b is 0)."""
+    return a / b if a is not None and b else None
+
+
 def evaluate_targets(rows: list[Row], cases: Sequence[str],
                      paired: dict[str, dict[str, list[float]]] | None = None) -> list[Target]:
     """The performance goals; the NCHW ones are official, the others informational.
@@ -92,13 +105,7 @@ def evaluate_targets(rows: list[Row], cases: Sequence[str],
     """
 
     def med(case: str, function: str, impl: str) -> float | None:
-        for r in rows:
-            if r.case == case and r.function == function and r.impl == impl:
-                return r.median_ms
-        return None
-
-    def ratio(a: float | None, b: float | None) -> float | None:
-        return a / b if a is not None and b is not None else None
+        return median_ms(rows, case, function, impl)
 
     out: list[Target] = []
     for case in cases:
