@@ -265,7 +265,7 @@ def evaluate(logits, target, *, axis=1, weight=None, ignore_index=-100, label_sm
     if not grad and out is not None:
         raise ValueError("out: only used with grad=True")
     arrays = _new_arrays("logits: C={0} classes (a ({0}, {0}) confusion matrix)",
-                         BatchStats.new_arrays, lay.C, bins, False, np, want_cm)
+                         lambda C, b: BatchStats.new_arrays(C, b, confusion=want_cm), lay.C, bins)
     classes = BatchStats.new_class_arrays(lay.C)
     sample = None
     if per_sample:
