@@ -403,6 +403,20 @@ def _base(params: Params, name: str) -> tuple[list[np.ndarray], list[np.dtype]]:
     return [p.astype(np.float64) for p in ps], [p.dtype for p in ps]
 
 
+def _directions(directions: Directions | None, params: Params, base: list[np.ndarray], n: int,
+                need: str, **random_kw: Any) -> Directions:
+    """The ``n`` directions of a random line or plane: the caller's (checked against ``base``)
+    or new random ones."""
+    if directions is None:
+        directions = random_directions(params, n=n, **random_kw)
+    elif not isinstance(directions, Directions):
+        raise TypeError(f"directions: expected a Directions, got {type(directions).__name__}")
+    if len(directions) != n:
+        raise ValueError(f"directions: {need}, got {len(directions)}")
+    directions.check_params(base)
+    return directions
+
+
 def random_plane(loss_fn: LossFn, params: Params, *, steps: int | tuple[int, int] = (51, 51),
                  span: Any = 1.0, normalization: str = "filter", seed: int = 0,
                  bias: str = "zero", filter_axis: int = 0,
@@ -433,14 +447,9 @@ def random_plane(loss_fn: LossFn, params: Params, *, steps: int | tuple[int, int
     base, dtypes = _base(params, "params")
     nsteps = _check_steps(steps, "steps", 2)
     (ax0, ax1) = _check_span(span, "span", 2)
-    if directions is None:
-        directions = random_directions(params, n=2, normalization=normalization, bias=bias,
-                                       filter_axis=filter_axis, seed=seed)
-    elif not isinstance(directions, Directions):
-        raise TypeError(f"directions: expected a Directions, got {type(directions).__name__}")
-    if len(directions) != 2:
-        raise ValueError(f"directions: a plane needs 2 directions, got {len(directions)}")
-    directions.check_params(base)
+    directions = _directions(directions, params, base, 2, "a plane needs 2 directions",
+                             normalization=normalization, bias=bias, filter_axis=filter_axis,
+                             seed=seed)
     xs = np.linspace(ax0[0], ax0[1], nsteps[0])
     ys = np.linspace(ax1[0], ax1[1], nsteps[1])
     key = _digest("plane", base, directions.digest, xs, ys)
@@ -471,14 +480,9 @@ def random_line(loss_fn: LossFn, params: Params, *, steps: int = 51, span: Any =
     base, dtypes = _base(params, "params")
     (n,) = _check_steps(steps, "steps", 1)
     (ax0,) = _check_span(span, "span", 1)
-    if directions is None:
-        directions = random_directions(params, n=1, normalization=normalization, bias=bias,
-                                       filter_axis=filter_axis, seed=seed)
-    elif not isinstance(directions, Directions):
-        raise TypeError(f"directions: expected a Directions, got {type(directions).__name__}")
-    if len(directions) != 1:
-        raise ValueError(f"directions: a line needs 1 direction, got {len(directions)}")
-    directions.check_params(base)
+    directions = _directions(directions, params, base, 1, "a line needs 1 direction",
+                             normalization=normalization, bias=bias, filter_axis=filter_axis,
+                             seed=seed)
     xs = np.linspace(ax0[0], ax0[1], n)
     key = _digest("line", base, directions.digest, xs)
     loss, cost, secs = _grid_eval(loss_fn, base, dtypes, directions.vectors, [xs], key=key,
