@@ -76,51 +76,69 @@ void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::wide_row(
   const IS y = ln.y[j];
   const F xy = (F)p[(int64_t)y * cs];
   // Pass 1. Per vector lane as the lane path per element; then combined: the max, its first
-  // index, the second largest value (a repeated max is its own runner-up).
+  // index, the second largest value (a repeated max is its own runner-up). Non-finite values
+  // only make `fin` NaN here (one subtraction and one addition per vector); a row that has any
+  // is rare and counted again afterwards. Without statistics, ranks or the argmax (the loss
+  // alone) the pass is the max and that detector: 4 operations per vector instead of 11
+  // ((1024, 32000) float32 cross_entropy, 2 Zen 4 cores: 8.2 -> see docs/performance.md).
+  constexpr bool AM = ARGMAX || STATS || TOPK;
   F m = ninf, m2 = ninf; int64_t am = 0, nf = 0, nn = 0, gt = 0;
   {
-    VF vm[K], vm2[K];
-    VI vam[K], vgt[K], vnf[K], vnn[K], iota;
+    VF vm[K], vm2[K], vfin[K];
+    VI vam[K], vgt[K], iota;
     for (int i = 0; i < VN; ++i) iota[i] = (IS)i;
     const VF vxy = VF{} + xy;
     const VI vy = VI{} + y;
     for (int k = 0; k < K; ++k) {
-      vm[k] = VF{} + ninf; vm2[k] = vm[k]; vam[k] = VI{}; vgt[k] = VI{}; vnf[k] = VI{}; vnn[k] = VI{};
+      vm[k] = VF{} + ninf; vm2[k] = vm[k]; vfin[k] = VF{}; vam[k] = VI{}; vgt[k] = VI{};
     }
     for (int64_t c0 = 0; c0 < Cv; c0 += step) {
 #pragma GCC unroll 4
       for (int k = 0; k < K; ++k) {
         const VF v = load_cls(p, cs, c0 + k * VN);
-        const VI cv = iota + (IS)(c0 + k * VN);
-        vnf[k] += (v - v == F(0)) + 1;  // masks are -1
-        vnn[k] -= v != v;
-        if (TOPK) vgt[k] -= (v > vxy) | ((v == vxy) & (cv < vy));
+        vfin[k] += v - v;  // NaN iff some value is NaN or +-inf
+        if (TOPK) {
+          const VI cv = iota + (IS)(c0 + k * VN);
+          vgt[k] -= (v > vxy) | ((v == vxy) & (cv < vy));  // masks are -1
+        }
         if (STATS) { const VF lo = v < vm[k] ? v : vm[k]; vm2[k] = lo > vm2[k] ? lo : vm2[k]; }
-        const VI g = v > vm[k];
-        vam[k] = g ? cv : vam[k]; vm[k] = g ? v : vm[k];
+        if (AM) {
+          const VI cv = iota + (IS)(c0 + k * VN);
+          const VI g = v > vm[k];
+          vam[k] = g ? cv : vam[k]; vm[k] = g ? v : vm[k];
+        } else {
+          vm[k] = v > vm[k] ? v : vm[k];
+        }
       }
     }
+    F fin = F(0);
     if (Cv) {
       int kb = 0, ib = 0;
       for (int k = 0; k < K; ++k)
         for (int i = 0; i < VN; ++i) {
-          nf += vnf[k][i]; nn += vnn[k][i]; gt += vgt[k][i];
+          gt += vgt[k][i]; fin += vfin[k][i];
           const F v = vm[k][i];
           if (v > m || (v == m && (int64_t)vam[k][i] < am)) { m = v; am = vam[k][i]; kb = k; ib = i; }
         }
-      for (int k = 0; k < K; ++k)
-        for (int i = 0; i < VN; ++i) {
-          m2 = vm2[k][i] > m2 ? vm2[k][i] : m2;
-          if ((k != kb || i != ib) && vm[k][i] > m2) m2 = vm[k][i];
-        }
+      if (STATS)
+        for (int k = 0; k < K; ++k)
+          for (int i = 0; i < VN; ++i) {
+            m2 = vm2[k][i] > m2 ? vm2[k][i] : m2;
+            if ((k != kb || i != ib) && vm[k][i] > m2) m2 = vm[k][i];
+          }
     }
     for (int64_t c = Cv; c < C; ++c) {  // the rest, one by one, as the lane path
       const F v = (F)p[c * cs];
-      nf += !(v - v == F(0)); nn += v != v;
+      fin += v - v;
       if (TOPK) gt += (v > xy) | ((v == xy) & (c < (int64_t)y));
       if (STATS) { const F lo = v < m ? v : m; m2 = lo > m2 ? lo : m2; }
       if (v > m) { m = v; am = c; }
     }
+    if (!(fin == F(0)))  // rare: count the non-finite values and the NaNs
+      for (int64_t c = 0; c < C; ++c) {
+        const F v = (F)p[c * cs];
+        nf += !(v - v == F(0)); nn += v != v;
+      }
   }
   ln.m[j] = m; ln.m2[j] = m2; ln.am[j] = (IS)am; ln.xy[j] = xy; ln.dy[j] = xy - m;
   ln.gt[j] = (IS)gt; ln.nf[j] = (int32_t)nf; ln.nn[j] = (int32_t)nn;
@@ -163,14 +181,30 @@ void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::wide_row(
         }
       }
     };
-    // Float partial sums over kWideRun steps at most, then into float64 (as the lane path).
+    // Float partial sums over kWideRun steps at most, then into float64 vectors (as the lane
+    // path), added up once at the end. (Adding the lanes to three scalars at every flush was a
+    // chain of 3 x 64 dependent additions per 1024 classes: ~20 % of the loss of a cache-resident
+    // (64, 32000) on one Zen 4 core.) The sums of features that are off are not touched.
+    vd svd[NH] = {}, smd[NH] = {}, sdd[NH] = {};
     auto flush = [&] {
       for (int k = 0; k < K; ++k) {
-        for (int i = 0; i < VN; ++i) { s += (double)sv[k][i]; sm += (double)smv[k][i]; sd += (double)sdv[k][i]; }
+        for (int h = 0; h < NH; ++h) {
+          svd[h] += to_d(sv[k], h);
+          if (SMOOTH && !SOFT) smd[h] += to_d(smv[k], h);
+          if (STATS) sdd[h] += to_d(sdv[k], h);
+        }
         sv[k] = VF{}; smv[k] = VF{}; sdv[k] = VF{};
       }
     };
+    // Rows: this pass reads the row again from L2 and is bound by the exps; meanwhile the next
+    // row (the next element's, contiguous) is brought into L2 at the same pace, so that its
+    // first pass does not wait on memory with the multiply-add units idle. ((1024, 32000)
+    // float32 cross_entropy, 2 Zen 4 cores: see docs/performance.md.)
+    const char* nxt = cs == 1 ? (const char*)(p + C) : nullptr;
+    constexpr int64_t kStepBytes = (int64_t)K * VN * (int64_t)sizeof(S);
     for (int64_t c0 = 0, n = 0; c0 < Cv; c0 += step) {
+      if (nxt)
+        for (int64_t q = 0; q < kStepBytes; q += 64) __builtin_prefetch(nxt + c0 * (int64_t)sizeof(S) + q, 0, 2);
 #pragma GCC unroll 4
       for (int k = 0; k < K; ++k) body(k, c0 + k * VN, load_cls(p, cs, c0 + k * VN), VN);
       if (++n == kWideRun) { flush(); n = 0; }
@@ -180,6 +214,8 @@ void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::wide_row(
       body(0, c0, n == VN ? load_cls(p, cs, c0) : load_cls_tail(p, cs, c0, n, m), n);
     }
     flush();
+    for (int h = 0; h < NH; ++h)
+      for (int i = 0; i < DN; ++i) { s += svd[h][i]; sm += smd[h][i]; sd += sdd[h][i]; }
     for (int k = 0; k < K; ++k) {
       for (int i = 0; i < VN; ++i) ties += tv[k][i];
       if constexpr (SOFT)
