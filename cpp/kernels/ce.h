@@ -58,9 +58,7 @@ struct CE {
     }
   };
 
-  // Rows from which rows_to_lanes (ce_layout.h) transposes in registers, and the shuffle masks
-  // of that transposition.
-  static constexpr int64_t kTileC = 256;
+  // The shuffle masks of the in-register transposition (rows_to_lanes, ce_layout.h).
   template <int H, int... P> static constexpr VI tmask_lo(std::integer_sequence<int, P...>) { return VI{((P & H) ? VN + P - H : P)...}; }
   template <int H, int... P> static constexpr VI tmask_hi(std::integer_sequence<int, P...>) { return VI{((P & H) ? VN + P : P + H)...}; }
 
@@ -92,7 +90,6 @@ struct CE {
     int gcur = 0;
     int64_t gpend = -1;  // first row of the block waiting in gb[gcur ^ 1], or -1
     int gpend_nb = 0;
-    int32_t* gidx = nullptr;  // AVX-512 float: lane index of each value of B contiguous rows
   };
 
   const CEArgs& a;
@@ -190,7 +187,10 @@ struct CE {
   // ce_layout.h: the NCHW and rows layouts: blocks into lanes (transposition), gradient rows out,
   // one segment of elements.
   template <int H> static LD_INLINE void tstage(VF* r);
+  static LD_INLINE VF load_part(const F* s, int w);
+  static LD_INLINE void store_part(F* d, VF v, int w);
   static LD_INLINE void rows_to_lanes(const F* X, int64_t C, F* xb);
+  static LD_INLINE void lanes_to_rows(const F* gb, int64_t C, int nb, F* G);
   LD_INLINE void rows_out(Thread& th, S* G);
   inline void segment(Thread& th, SlabAcc& sa, int64_t e0, int64_t e1, int64_t tile);
   // ce_run.h: per-thread scratch, the parallel loop over slabs and the ordered combine.

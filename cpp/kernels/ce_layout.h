@@ -4,9 +4,11 @@
 
 // Rows layout, full block of float (or double) rows: B rows of C contiguous values into the
 // class-major lane buffer, VN x VN tiles transposed in registers (log2(VN) rounds of two-input
-// shuffles that swap off-diagonal sub-blocks). For large C the scalar transposition writes one
-// value per cache line of a buffer beyond L1; the tiles write whole lines (C = 1000: ~3x faster
-// on one core; at C <= 150 no gain, so it is used from kTileC classes).
+// shuffles that swap off-diagonal sub-blocks); the last tile of a row that C does not fill is
+// read with masked loads. The scalar transposition (one value per load and store, and a
+// gradient gathered back) was slower at every C measured, 2 to 250, with AVX-512 and AVX2:
+// (2097152, 21) float32, 2 Zen 4 cores, cross_entropy 14.8-19.2 -> 10.4-11.9 ms, the gradient
+// in place 27.6-35.3 -> 16.0-18.9 ms (details in docs/performance.md).
 template <class S, bool SOFT, bool LOSS, bool GRAD, bool STATS, bool TOPK, bool SMOOTH, bool ARGMAX>
 template <int H>
 LD_INLINE void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::tstage(VF* r) {
@@ -19,6 +21,36 @@ LD_INLINE void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::tstage(VF* 
   }
 }
 
+// The first w < VN values at s (the others 0), and their store: masked loads and stores where
+// the instruction set has them (a 21-class row is a 16-wide tile and a 5-wide one; the byte
+// copy of the 5 values went through the stack).
+template <class S, bool SOFT, bool LOSS, bool GRAD, bool STATS, bool TOPK, bool SMOOTH, bool ARGMAX>
+LD_INLINE auto CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::load_part(const F* s, int w) -> VF {
+#if LD_VW == 64 && defined(__AVX512F__)
+  if constexpr (sizeof(F) == 4) return (VF)_mm512_maskz_loadu_ps((__mmask16)((1u << w) - 1), s);
+  else return (VF)_mm512_maskz_loadu_pd((__mmask8)((1u << w) - 1), s);
+#elif LD_VW == 32 && defined(__AVX2__)
+  if constexpr (sizeof(F) == 4) return (VF)_mm256_maskload_ps(s, (__m256i)(vi{0, 1, 2, 3, 4, 5, 6, 7} < w));
+  else return (VF)_mm256_maskload_pd(s, (__m256i)(vl{0, 1, 2, 3} < w));
+#else
+  VF r = VF{};
+  __builtin_memcpy(&r, s, w * sizeof(F));
+  return r;
+#endif
+}
+template <class S, bool SOFT, bool LOSS, bool GRAD, bool STATS, bool TOPK, bool SMOOTH, bool ARGMAX>
+LD_INLINE void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::store_part(F* d, VF v, int w) {
+#if LD_VW == 64 && defined(__AVX512F__)
+  if constexpr (sizeof(F) == 4) _mm512_mask_storeu_ps(d, (__mmask16)((1u << w) - 1), (__m512)v);
+  else _mm512_mask_storeu_pd(d, (__mmask8)((1u << w) - 1), (__m512d)v);
+#elif LD_VW == 32 && defined(__AVX2__)
+  if constexpr (sizeof(F) == 4) _mm256_maskstore_ps(d, (__m256i)(vi{0, 1, 2, 3, 4, 5, 6, 7} < w), (__m256)v);
+  else _mm256_maskstore_pd(d, (__m256i)(vl{0, 1, 2, 3} < w), (__m256d)v);
+#else
+  __builtin_memcpy(d, &v, w * sizeof(F));
+#endif
+}
+
 template <class S, bool SOFT, bool LOSS, bool GRAD, bool STATS, bool TOPK, bool SMOOTH, bool ARGMAX>
 LD_INLINE void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::rows_to_lanes(
     const F* X, int64_t C, F* xb) {
@@ -28,9 +60,27 @@ LD_INLINE void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::rows_to_lan
       VF r[VN];
       const F* s = X + j0 * C + c0;
       if (w == VN) { for (int i = 0; i < VN; ++i) r[i] = vload<VF>(s + i * C); }
-      else for (int i = 0; i < VN; ++i) { r[i] = VF{}; __builtin_memcpy(&r[i], s + i * C, w * sizeof(F)); }
+      else for (int i = 0; i < VN; ++i) r[i] = load_part(s + i * C, w);
       tstage<8>(r); tstage<4>(r); tstage<2>(r); tstage<1>(r);
       for (int i = 0; i < w; ++i) vstore(xb + (c0 + i) * B + j0, r[i]);
+    }
+}
+
+// The inverse: class-major lanes (gb[c * B + j]) back to nb <= B rows of C at G, by the same
+// tiles (the transposition is its own inverse). Rows past nb are not written.
+template <class S, bool SOFT, bool LOSS, bool GRAD, bool STATS, bool TOPK, bool SMOOTH, bool ARGMAX>
+LD_INLINE void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::lanes_to_rows(
+    const F* gb, int64_t C, int nb, F* G) {
+  for (int j0 = 0; j0 < nb; j0 += VN)
+    for (int64_t c0 = 0; c0 < C; c0 += VN) {
+      const int w = (int)imin(VN, C - c0);
+      VF r[VN];
+      for (int i = 0; i < VN; ++i) r[i] = i < w ? vload<VF>(gb + (c0 + i) * B + j0) : VF{};
+      tstage<8>(r); tstage<4>(r); tstage<2>(r); tstage<1>(r);
+      const int h = (int)imin(VN, nb - j0);
+      F* d = G + j0 * C + c0;
+      if (w == VN) { for (int i = 0; i < h; ++i) vstore(d + i * C, r[i]); }
+      else for (int i = 0; i < h; ++i) store_part(d + i * C, r[i], w);
     }
 }
 
@@ -38,25 +88,11 @@ LD_INLINE void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::rows_to_lan
 template <class S, bool SOFT, bool LOSS, bool GRAD, bool STATS, bool TOPK, bool SMOOTH, bool ARGMAX>
 LD_INLINE void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::rows_out(Thread& th, S* G) {
   const F* g = th.gb[th.gcur ^ 1];
-#if LD_VW == 64 && defined(__AVX512F__)
-  // Whole vectors of the contiguous rows, each gathered from the lanes: one store per 16
-  // values instead of 16 scalar stores to lines that have often left L1 (NHWC
-  // (8, 512, 512, 21) float32 in place, 2 Zen 4 cores: 46 -> 39 ms).
-  if constexpr (sizeof(S) == 4 && sizeof(F) == 4) {
-    float* r = (float*)(G + th.gpend * C);
-    const int64_t n = th.gpend_nb * C;
-    int64_t q = 0;
-    for (; q + 16 <= n; q += 16)
-      _mm512_storeu_ps(r + q, _mm512_i32gather_ps(_mm512_loadu_si512(th.gidx + q), g, 4));
-    if (q < n) {
-      const __mmask16 m = (__mmask16)((1u << (n - q)) - 1);
-      const __m512i ix = _mm512_maskz_loadu_epi32(m, th.gidx + q);
-      _mm512_mask_storeu_ps(r + q, m, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, ix, g, 4));
-    }
+  if constexpr (sizeof(S) == sizeof(F)) {  // float or double storage: by tiles
+    lanes_to_rows(g, C, th.gpend_nb, (F*)(G + th.gpend * C));
     th.gpend = -1;
     return;
   }
-#endif
   for (int j = 0; j < th.gpend_nb; ++j) {
     S* r = G + (th.gpend + j) * C;
     for (int64_t c = 0; c < C; ++c) r[c] = (S)g[c * B + j];
@@ -120,7 +156,7 @@ void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::segment(
       }
       bool tiled = false;
       if constexpr (!SOFT && sizeof(S) == sizeof(F)) {
-        if (nb == B && C >= kTileC) { rows_to_lanes((const F*)(X + b0 * C), C, th.xbuf); tiled = true; }
+        if (nb == B) { rows_to_lanes((const F*)(X + b0 * C), C, th.xbuf); tiled = true; }
       }
       for (int j = 0; j < B && !tiled; ++j) {
         F* xb = th.xbuf + j;

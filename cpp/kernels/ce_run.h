@@ -37,11 +37,6 @@ bool CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::thread_init(
     if (GRAD && a.rows) {
       F* gb = (F*)get(1, 2 * buf, sizeof(F), false, kAllocClasses);
       if (gb) { th.gb[0] = gb; th.gb[1] = gb + buf; }
-#if LD_VW == 64 && defined(__AVX512F__)
-      th.gidx = (int32_t*)get(2, buf, sizeof(int32_t), false, kAllocClasses);
-      if (th.gidx)
-        for (int64_t q = 0; q < buf; ++q) th.gidx[q] = (int32_t)((q % C) * B + q / C);
-#endif
     }
   }
   if (STATS && a.per_sample && a.S > 1) th.loc = (int64_t*)get(3, 3 * C + 2, 8, true, kAllocSamples);
