@@ -12,7 +12,7 @@ case $isa in
   base) flags=""; vw=16;;
 esac
 mkdir -p build/micro
-bin=build/micro/kernel_micro_$isa
+bin=build/micro/kernel_micro_$isa${LD_MICRO_TAG:-}
 if [ ! -x "$bin" ] || [ -n "$(find cpp scripts/kernel_micro.cpp -newer "$bin" -name '*.h' -o -newer "$bin" -name '*.cpp' | head -1)" ]; then
   # The flags of cpp/CMakeLists.txt, and the macros each isa_*.cpp defines before the kernels.
   fma_ps="(vf)_mm512_fmadd_ps((__m512)a, (__m512)b, (__m512)c)"; fma_pd="(vd)_mm512_fmadd_pd((__m512d)a, (__m512d)b, (__m512d)c)"

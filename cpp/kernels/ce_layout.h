@@ -2,10 +2,10 @@
 // transposed into lanes, tail blocks and soft targets through lane buffers; one segment.
 // A part of kernels_impl.h, which includes the parts in order; not a standalone header.
 
-// Rows layout, full block of float (or double) rows: B rows of C contiguous values into the
-// class-major lane buffer, VN x VN tiles transposed in registers (log2(VN) rounds of two-input
-// shuffles that swap off-diagonal sub-blocks); the last tile of a row that C does not fill is
-// read with masked loads. The scalar transposition (one value per load and store, and a
+// Rows layout, full block of rows: B rows of C contiguous values into the class-major lane
+// buffer, VN x VN tiles transposed in registers (log2(VN) rounds of two-input shuffles that swap
+// off-diagonal sub-blocks); the last tile of a row that C does not fill is read with masked
+// loads; 2-byte types are widened as they are loaded. The scalar transposition (one value per load and store, and a
 // gradient gathered back) was slower at every C measured, 2 to 250, with AVX-512 and AVX2:
 // (2097152, 21) float32, 2 Zen 4 cores, cross_entropy 14.8-19.2 -> 10.4-11.9 ms, the gradient
 // in place 27.6-35.3 -> 16.0-18.9 ms (details in docs/performance.md).
@@ -21,46 +21,17 @@ LD_INLINE void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::tstage(VF* 
   }
 }
 
-// The first w < VN values at s (the others 0), and their store: masked loads and stores where
-// the instruction set has them (a 21-class row is a 16-wide tile and a 5-wide one; the byte
-// copy of the 5 values went through the stack).
 template <class S, bool SOFT, bool LOSS, bool GRAD, bool STATS, bool TOPK, bool SMOOTH, bool ARGMAX>
-LD_INLINE auto CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::load_part(const F* s, int w) -> VF {
-#if LD_VW == 64 && defined(__AVX512F__)
-  if constexpr (sizeof(F) == 4) return (VF)_mm512_maskz_loadu_ps((__mmask16)((1u << w) - 1), s);
-  else return (VF)_mm512_maskz_loadu_pd((__mmask8)((1u << w) - 1), s);
-#elif LD_VW == 32 && defined(__AVX2__)
-  if constexpr (sizeof(F) == 4) return (VF)_mm256_maskload_ps(s, (__m256i)(vi{0, 1, 2, 3, 4, 5, 6, 7} < w));
-  else return (VF)_mm256_maskload_pd(s, (__m256i)(vl{0, 1, 2, 3} < w));
-#else
-  VF r = VF{};
-  __builtin_memcpy(&r, s, w * sizeof(F));
-  return r;
-#endif
-}
-template <class S, bool SOFT, bool LOSS, bool GRAD, bool STATS, bool TOPK, bool SMOOTH, bool ARGMAX>
-LD_INLINE void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::store_part(F* d, VF v, int w) {
-#if LD_VW == 64 && defined(__AVX512F__)
-  if constexpr (sizeof(F) == 4) _mm512_mask_storeu_ps(d, (__mmask16)((1u << w) - 1), (__m512)v);
-  else _mm512_mask_storeu_pd(d, (__mmask8)((1u << w) - 1), (__m512d)v);
-#elif LD_VW == 32 && defined(__AVX2__)
-  if constexpr (sizeof(F) == 4) _mm256_maskstore_ps(d, (__m256i)(vi{0, 1, 2, 3, 4, 5, 6, 7} < w), (__m256)v);
-  else _mm256_maskstore_pd(d, (__m256i)(vl{0, 1, 2, 3} < w), (__m256d)v);
-#else
-  __builtin_memcpy(d, &v, w * sizeof(F));
-#endif
-}
-
-template <class S, bool SOFT, bool LOSS, bool GRAD, bool STATS, bool TOPK, bool SMOOTH, bool ARGMAX>
+template <class P>
 LD_INLINE void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::rows_to_lanes(
-    const F* X, int64_t C, F* xb) {
+    const P* X, int64_t C, F* xb) {
   for (int j0 = 0; j0 < B; j0 += VN)
     for (int64_t c0 = 0; c0 < C; c0 += VN) {
       const int w = (int)imin(VN, C - c0);
       VF r[VN];
-      const F* s = X + j0 * C + c0;
-      if (w == VN) { for (int i = 0; i < VN; ++i) r[i] = vload<VF>(s + i * C); }
-      else for (int i = 0; i < VN; ++i) r[i] = load_part(s + i * C, w);
+      const P* s = X + j0 * C + c0;
+      if (w == VN) { for (int i = 0; i < VN; ++i) r[i] = loadv(s + i * C); }
+      else for (int i = 0; i < VN; ++i) r[i] = loadv_part(s + i * C, w);
       tstage<8>(r); tstage<4>(r); tstage<2>(r); tstage<1>(r);
       for (int i = 0; i < w; ++i) vstore(xb + (c0 + i) * B + j0, r[i]);
     }
@@ -69,8 +40,9 @@ LD_INLINE void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::rows_to_lan
 // The inverse: class-major lanes (gb[c * B + j]) back to nb <= B rows of C at G, by the same
 // tiles (the transposition is its own inverse). Rows past nb are not written.
 template <class S, bool SOFT, bool LOSS, bool GRAD, bool STATS, bool TOPK, bool SMOOTH, bool ARGMAX>
+template <class P>
 LD_INLINE void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::lanes_to_rows(
-    const F* gb, int64_t C, int nb, F* G) {
+    const F* gb, int64_t C, int nb, P* G) {
   for (int j0 = 0; j0 < nb; j0 += VN)
     for (int64_t c0 = 0; c0 < C; c0 += VN) {
       const int w = (int)imin(VN, C - c0);
@@ -78,9 +50,9 @@ LD_INLINE void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::lanes_to_ro
       for (int i = 0; i < VN; ++i) r[i] = i < w ? vload<VF>(gb + (c0 + i) * B + j0) : VF{};
       tstage<8>(r); tstage<4>(r); tstage<2>(r); tstage<1>(r);
       const int h = (int)imin(VN, nb - j0);
-      F* d = G + j0 * C + c0;
-      if (w == VN) { for (int i = 0; i < h; ++i) vstore(d + i * C, r[i]); }
-      else for (int i = 0; i < h; ++i) store_part(d + i * C, r[i], w);
+      P* d = G + j0 * C + c0;
+      if (w == VN) { for (int i = 0; i < h; ++i) storev(d + i * C, r[i]); }
+      else for (int i = 0; i < h; ++i) storev_part(d + i * C, r[i], w);
     }
 }
 
@@ -88,15 +60,7 @@ LD_INLINE void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::lanes_to_ro
 template <class S, bool SOFT, bool LOSS, bool GRAD, bool STATS, bool TOPK, bool SMOOTH, bool ARGMAX>
 LD_INLINE void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::rows_out(Thread& th, S* G) {
   const F* g = th.gb[th.gcur ^ 1];
-  if constexpr (sizeof(S) == sizeof(F)) {  // float or double storage: by tiles
-    lanes_to_rows(g, C, th.gpend_nb, (F*)(G + th.gpend * C));
-    th.gpend = -1;
-    return;
-  }
-  for (int j = 0; j < th.gpend_nb; ++j) {
-    S* r = G + (th.gpend + j) * C;
-    for (int64_t c = 0; c < C; ++c) r[c] = (S)g[c * B + j];
-  }
+  lanes_to_rows(g, C, th.gpend_nb, G + th.gpend * C);
   th.gpend = -1;
 }
 
@@ -155,8 +119,8 @@ void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::segment(
         th.pf.far = imin(4, (int64_t(64) << 10) / blk) * blk;  // 0 when a block exceeds 64 KB
       }
       bool tiled = false;
-      if constexpr (!SOFT && sizeof(S) == sizeof(F)) {
-        if (nb == B) { rows_to_lanes((const F*)(X + b0 * C), C, th.xbuf); tiled = true; }
+      if constexpr (!SOFT) {
+        if (nb == B) { rows_to_lanes(X + b0 * C, C, th.xbuf); tiled = true; }
       }
       for (int j = 0; j < B && !tiled; ++j) {
         F* xb = th.xbuf + j;
