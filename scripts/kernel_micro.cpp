@@ -61,8 +61,8 @@ int main(int argc, char** argv) {
   const int threads = argc > 5 ? std::atoi(argv[5]) : 2;
   const int reps = argc > 6 ? std::atoi(argv[6]) : 21;
   const int64_t E = rows ? N * inner : N * inner, n = E * C;
-  LD_MICRO_T* x = (LD_MICRO_T*)std::aligned_alloc(64, (size_t)(n * 4 + 64));
-  LD_MICRO_T* g = (LD_MICRO_T*)std::aligned_alloc(64, (size_t)(n * 4 + 64));
+  LD_MICRO_T* x = (LD_MICRO_T*)std::aligned_alloc(64, ((size_t)n * sizeof(LD_MICRO_T) + 127) / 64 * 64);
+  LD_MICRO_T* g = (LD_MICRO_T*)std::aligned_alloc(64, ((size_t)n * sizeof(LD_MICRO_T) + 127) / 64 * 64);
   std::vector<int64_t> y((size_t)E);
   std::mt19937_64 rng(1);
   std::normal_distribution<float> nd(0.f, 3.f);

@@ -5,10 +5,10 @@
 // Rows layout, full block of rows: B rows of C contiguous values into the class-major lane
 // buffer, VN x VN tiles transposed in registers (log2(VN) rounds of two-input shuffles that swap
 // off-diagonal sub-blocks); the last tile of a row that C does not fill is read with masked
-// loads; 2-byte types are widened as they are loaded. The scalar transposition (one value per load and store, and a
-// gradient gathered back) was slower at every C measured, 2 to 250, with AVX-512 and AVX2:
-// (2097152, 21) float32, 2 Zen 4 cores, cross_entropy 14.8-19.2 -> 10.4-11.9 ms, the gradient
-// in place 27.6-35.3 -> 16.0-18.9 ms (details in docs/performance.md).
+// loads; 2-byte types are widened as they are loaded. The scalar transposition (one value per
+// load and store, and a gradient gathered back) was slower at every C measured, 2 to 250, with
+// AVX-512 and AVX2: (2097152, 21) float32, 2 Zen 4 cores, cross_entropy 14.8-19.2 -> 10.4-11.9
+// ms, the gradient in place 27.6-35.3 -> 16.0-18.9 ms (details in docs/performance.md).
 template <class S, bool SOFT, bool LOSS, bool GRAD, bool STATS, bool TOPK, bool SMOOTH, bool ARGMAX>
 template <int H>
 LD_INLINE void CE<S, SOFT, LOSS, GRAD, STATS, TOPK, SMOOTH, ARGMAX>::tstage(VF* r) {
