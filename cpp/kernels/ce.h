@@ -33,23 +33,30 @@ struct CE {
 #endif
     else { F t[VN]; for (int i = 0; i < VN; ++i) t[i] = (F)p[i]; return vload<VF>(t); }
   }
+  // Masks of the lanes below w: AVX-512 bits; AVX2 all-ones lanes of 32- or 64-bit elements.
+#if LD_VW == 64 && defined(__AVX512F__)
+  static LD_INLINE __mmask16 below(int w) { return (__mmask16)((1u << w) - 1); }
+#elif LD_VW == 32 && defined(__AVX2__)
+  static LD_INLINE __m256i below32(int w) { return (__m256i)(vi{0, 1, 2, 3, 4, 5, 6, 7} < w); }
+  static LD_INLINE __m256i below64(int w) { return (__m256i)(vl{0, 1, 2, 3} < w); }
+#endif
   // The first w < VN values (the others 0): masked loads where the instruction set has them (a
   // 21-class row is a 16-wide tile and a 5-wide one; a copy through the stack for the 5 made
   // channels-last cross_entropy 2x slower).
   template <class P> static LD_INLINE VF loadv_part(const P* p, int w) {
 #if LD_VW == 64 && defined(__AVX512F__)
-    if constexpr (std::is_same<P, float>::value) return (VF)_mm512_maskz_loadu_ps((__mmask16)((1u << w) - 1), p);
-    if constexpr (std::is_same<P, double>::value) return (VF)_mm512_maskz_loadu_pd((__mmask8)((1u << w) - 1), p);
+    if constexpr (std::is_same<P, float>::value) return (VF)_mm512_maskz_loadu_ps(below(w), p);
+    if constexpr (std::is_same<P, double>::value) return (VF)_mm512_maskz_loadu_pd((__mmask8)below(w), p);
     if constexpr (sizeof(P) == 2 && sizeof(F) == 4) {
-      const __m256i h = _mm256_maskz_loadu_epi16((__mmask16)((1u << w) - 1), p);
+      const __m256i h = _mm256_maskz_loadu_epi16(below(w), p);
       if constexpr (std::is_same<P, bf16>::value)
         return (VF)_mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
       else return (VF)_mm512_cvtph_ps(h);
     }
 #endif
 #if LD_VW == 32 && defined(__AVX2__)
-    if constexpr (std::is_same<P, float>::value) return (VF)_mm256_maskload_ps(p, (__m256i)(vi{0, 1, 2, 3, 4, 5, 6, 7} < w));
-    if constexpr (std::is_same<P, double>::value) return (VF)_mm256_maskload_pd(p, (__m256i)(vl{0, 1, 2, 3} < w));
+    if constexpr (std::is_same<P, float>::value) return (VF)_mm256_maskload_ps(p, below32(w));
+    if constexpr (std::is_same<P, double>::value) return (VF)_mm256_maskload_pd(p, below64(w));
 #endif
     P t[VN] = {};
     for (int i = 0; i < w; ++i) t[i] = p[i];
@@ -66,16 +73,16 @@ struct CE {
   }
   template <class P> static LD_INLINE void storev_part(P* p, VF v, int w) {
 #if LD_VW == 64 && defined(__AVX512F__)
-    if constexpr (std::is_same<P, float>::value) { _mm512_mask_storeu_ps(p, (__mmask16)((1u << w) - 1), (__m512)v); return; }
-    if constexpr (std::is_same<P, double>::value) { _mm512_mask_storeu_pd(p, (__mmask8)((1u << w) - 1), (__m512d)v); return; }
+    if constexpr (std::is_same<P, float>::value) { _mm512_mask_storeu_ps(p, below(w), (__m512)v); return; }
+    if constexpr (std::is_same<P, double>::value) { _mm512_mask_storeu_pd(p, (__mmask8)below(w), (__m512d)v); return; }
     if constexpr (sizeof(P) == 2 && sizeof(F) == 4) {
-      _mm256_mask_storeu_epi16(p, (__mmask16)((1u << w) - 1), to_half<P>(v));
+      _mm256_mask_storeu_epi16(p, below(w), to_half<P>(v));
       return;
     }
 #endif
 #if LD_VW == 32 && defined(__AVX2__)
-    if constexpr (std::is_same<P, float>::value) { _mm256_maskstore_ps(p, (__m256i)(vi{0, 1, 2, 3, 4, 5, 6, 7} < w), (__m256)v); return; }
-    if constexpr (std::is_same<P, double>::value) { _mm256_maskstore_pd(p, (__m256i)(vl{0, 1, 2, 3} < w), (__m256d)v); return; }
+    if constexpr (std::is_same<P, float>::value) { _mm256_maskstore_ps(p, below32(w), (__m256)v); return; }
+    if constexpr (std::is_same<P, double>::value) { _mm256_maskstore_pd(p, below64(w), (__m256d)v); return; }
 #endif
     F t[VN]; vstore<VF>(t, v);
     for (int i = 0; i < w; ++i) p[i] = (P)t[i];
